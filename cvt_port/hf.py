@@ -1,0 +1,103 @@
+"""The Hugging Face side: config, image processor, and ``load_model`` with the exact activation.
+
+Stock ``CvtForImageClassification`` hard-codes exact (erf) GELU; the released weights were
+trained with QuickGELU (spec section 2). We record ``hidden_act: quick_gelu`` in the saved
+config (an extra field the stock class keeps but ignores) and ``load_model`` puts
+transformers' own ``QuickGELUActivation`` in place, so the loaded model computes what the
+original computed while the stock class can still load the very same folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CvtConfig, CvtForImageClassification
+from transformers.activations import ACT2FN
+
+from .variants import Variant
+
+INTERPOLATION = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL resample codes
+
+
+def hf_config(variant: Variant) -> CvtConfig:
+    a = variant.architecture
+    names = variant.class_names()
+    if len(names) != a.num_classes:
+        raise ValueError(f"{variant.path}: {len(names)} labels for {a.num_classes} classes")
+    n = a.num_stages
+    return CvtConfig(
+        num_channels=a.in_chans,
+        patch_sizes=list(a.patch_sizes),
+        patch_stride=list(a.patch_stride),
+        patch_padding=list(a.patch_padding),
+        embed_dim=list(a.embed_dim),
+        num_heads=list(a.num_heads),
+        depth=list(a.depth),
+        mlp_ratio=[float(a.mlp_ratio)] * n,
+        attention_drop_rate=[0.0] * n,
+        drop_rate=[0.0] * n,
+        drop_path_rate=[0.0] * n,
+        qkv_bias=[True] * n,
+        cls_token=list(a.cls_token),
+        qkv_projection_method=["dw_bn"] * n,
+        kernel_qkv=[3] * n,
+        padding_kv=[1] * n,
+        stride_kv=[2] * n,
+        padding_q=[1] * n,
+        stride_q=[1] * n,
+        num_labels=a.num_classes,
+        id2label={i: name for i, name in enumerate(names)},
+        label2id={name: i for i, name in enumerate(names)},
+        hidden_act=a.activation,
+        architectures=["CvtForImageClassification"],
+    )
+
+
+def build_hf_model(config: CvtConfig, device: str | torch.device = "cpu") -> CvtForImageClassification:
+    with torch.device(device):
+        model = CvtForImageClassification(config)
+    return model.eval()
+
+
+def set_activation(model: CvtForImageClassification, name: str) -> CvtForImageClassification:
+    """Put activation ``name`` ("quick_gelu" or "gelu") in every MLP of the model, in place."""
+    act = ACT2FN[name]
+    for layer_module in model.modules():
+        if type(layer_module).__name__ == "CvtIntermediate":
+            layer_module.activation = act
+    return model
+
+
+def load_model(path: str | Path, **from_pretrained_kwargs) -> CvtForImageClassification:
+    """A converted folder (or Hub id) as a ``CvtForImageClassification`` in eval mode that
+    computes exactly what the original computed (the activation recorded in its config)."""
+    model = CvtForImageClassification.from_pretrained(str(path), **from_pretrained_kwargs)
+    act = getattr(model.config, "hidden_act", None)
+    if act and act != "gelu":
+        set_activation(model, act)
+    return model.eval()
+
+
+def make_image_processor(variant: Variant):
+    """The variant's evaluation preprocessing as a Hugging Face image processor, built locally.
+
+    224 models: ConvNext's processor (shortest edge size/crop_pct, centre crop), as on the Hub.
+    Warp models: ConvNext's processor warps at size >= 384 (the release rule); smaller warp
+    sizes (the bundled tiny model) use ViT's processor, which always warps.
+    """
+    from transformers import ConvNextImageProcessor, ViTImageProcessor
+
+    p = variant.preprocessing
+    common = dict(resample=INTERPOLATION[p.interpolation], image_mean=list(p.mean), image_std=list(p.std))
+    if p.resize == "warp" and p.img_size < 384:
+        return ViTImageProcessor(size={"height": p.img_size, "width": p.img_size}, **common)
+    if p.resize == "shorter_side_then_center_crop" and p.img_size >= 384:
+        raise ValueError(f"{variant.path}: ConvNext's processor cannot crop at size {p.img_size} >= 384")
+    return ConvNextImageProcessor(size={"shortest_edge": p.img_size}, crop_pct=p.crop_pct, **common)
+
+
+def gelu_module_names(model: nn.Module) -> set[str]:
+    """Class names of the MLP activations in ``model`` (for tests and model cards)."""
+    return {type(m.activation).__name__ for m in model.modules() if type(m).__name__ == "CvtIntermediate"}
