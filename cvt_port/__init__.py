@@ -8,6 +8,6 @@ __all__ = ["BadInput", "ParityError", "convert", "load_model"]
 
 def convert(checkpoint, output_dir, variant=None, overwrite=False, **kwargs):
     """Convert an original checkpoint into a Hugging Face folder; returns the folder's path."""
-    from .convert import convert as _convert
+    from .conversion import convert as _convert
 
     return _convert(checkpoint, output_dir, variant=variant, overwrite=overwrite, **kwargs)

@@ -9,6 +9,7 @@ original computed while the stock class can still load the very same folder.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -58,7 +59,7 @@ def hf_config(variant: Variant) -> CvtConfig:
 def build_hf_model(config: CvtConfig, device: str | torch.device = "cpu") -> CvtForImageClassification:
     with torch.device(device):
         model = CvtForImageClassification(config)
-    return model.eval()
+    return apply_config_activation(model).eval()
 
 
 def set_activation(model: CvtForImageClassification, name: str) -> CvtForImageClassification:
@@ -74,10 +75,26 @@ def load_model(path: str | Path, **from_pretrained_kwargs) -> CvtForImageClassif
     """A converted folder (or Hub id) as a ``CvtForImageClassification`` in eval mode that
     computes exactly what the original computed (the activation recorded in its config)."""
     model = CvtForImageClassification.from_pretrained(str(path), **from_pretrained_kwargs)
-    act = getattr(model.config, "hidden_act", None)
-    if act and act != "gelu":
-        set_activation(model, act)
-    return model.eval()
+    return apply_config_activation(model).eval()
+
+
+def apply_config_activation(model: CvtForImageClassification) -> CvtForImageClassification:
+    """The activation the config records (``hidden_act``); stock GELU when it records none."""
+    return set_activation(model, getattr(model.config, "hidden_act", None) or "gelu")
+
+
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' notice that it falls back to the PIL image processors without torchvision:
+    PIL is what the release used, so the fallback is what we want."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def make_image_processor(variant: Variant):
@@ -91,11 +108,12 @@ def make_image_processor(variant: Variant):
 
     p = variant.preprocessing
     common = dict(resample=INTERPOLATION[p.interpolation], image_mean=list(p.mean), image_std=list(p.std))
-    if p.resize == "warp" and p.img_size < 384:
-        return ViTImageProcessor(size={"height": p.img_size, "width": p.img_size}, **common)
     if p.resize == "shorter_side_then_center_crop" and p.img_size >= 384:
         raise ValueError(f"{variant.path}: ConvNext's processor cannot crop at size {p.img_size} >= 384")
-    return ConvNextImageProcessor(size={"shortest_edge": p.img_size}, crop_pct=p.crop_pct, **common)
+    with quiet_transformers():
+        if p.resize == "warp" and p.img_size < 384:
+            return ViTImageProcessor(size={"height": p.img_size, "width": p.img_size}, **common)
+        return ConvNextImageProcessor(size={"shortest_edge": p.img_size}, crop_pct=p.crop_pct, **common)
 
 
 def gelu_module_names(model: nn.Module) -> set[str]:

@@ -1,0 +1,254 @@
+"""Original checkpoint -> Hugging Face folder, verified logit for logit before anything is saved.
+
+Data flows one way: read (mmap, no code run) -> infer/check the variant -> map keys once with
+the table in :mod:`cvt_port.keymap` -> load both the reference model and the converted model
+with ``strict=True`` (sharing the very same tensors, so no weight is copied) -> compare logits
+on a fixed probe batch -> write everything into a temporary folder beside the target -> rename.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import choose_variant, infer_shape, load_state_dict
+from .errors import BadInput, ParityError
+from .hf import build_hf_model, hf_config, make_image_processor, set_activation
+from .keymap import convert_keys
+from .reference import OriginalCvT
+from .variants import Variant, all_variants, get_variant
+
+PARITY_TOLERANCE = 1e-5  # max |logit difference|, float32 on CPU
+PROBE_SEED = 0
+PROBE_BATCH = 2
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BadInput(f"{output_dir}: exists and is not a folder; choose another output path")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise BadInput(f"{output_dir}: output folder exists and is not empty; pass --overwrite to replace it")
+
+
+def check_keys(path: Path, sd: dict[str, torch.Tensor], reference: torch.nn.Module) -> None:
+    """Every key of the variant present with its shape, and nothing else: else name the first culprit."""
+    expected = reference.state_dict()
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        raise BadInput(f"{path}: missing key '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                       + "; the checkpoint is incomplete or of another architecture")
+    extra = [k for k in sd if k not in expected]
+    if extra:
+        raise BadInput(f"{path}: unexpected key '{extra[0]}'" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                       + "; not part of the original CvT (check --variant)")
+    for k, t in expected.items():
+        if tuple(sd[k].shape) != tuple(t.shape):
+            raise BadInput(f"{path}: key '{k}' has shape {list(sd[k].shape)}, expected {list(t.shape)} for this variant")
+
+
+def probe_batch(variant: Variant) -> torch.Tensor:
+    """A fixed, seeded batch of normalised-image-like inputs at the variant's evaluation size."""
+    g = torch.Generator().manual_seed(PROBE_SEED)
+    s = variant.preprocessing.img_size
+    return torch.randn(PROBE_BATCH, variant.architecture.in_chans, s, s, generator=g)
+
+
+def build_pair(sd: dict[str, torch.Tensor], variant: Variant):
+    """(reference model, converted HF model), both loaded strictly from the same tensors (no copies)."""
+    with torch.device("meta"):
+        reference = OriginalCvT(variant.architecture)
+    reference.load_state_dict(sd, strict=True, assign=True)
+    mapped, unmapped = convert_keys(sd)
+    assert not unmapped, unmapped  # check_keys() has already vetted every key
+    hf = build_hf_model(hf_config(variant), device="meta")
+    hf.load_state_dict({mapped[k]: t for k, t in sd.items()}, strict=True, assign=True)
+    return reference.eval(), hf.eval()
+
+
+@torch.no_grad()
+def measure_parity(reference, hf, x: torch.Tensor) -> dict:
+    ref = reference(x)
+    exact = hf(pixel_values=x).logits
+    set_activation(hf, "gelu")  # what stock CvtForImageClassification computes
+    try:
+        stock = hf(pixel_values=x).logits
+    finally:
+        set_activation(hf, hf.config.hidden_act)
+    return {
+        "probe": {"shape": list(x.shape), "seed": PROBE_SEED, "dtype": "float32", "device": "cpu"},
+        "tolerance": PARITY_TOLERANCE,
+        "max_abs_logit_diff": float((ref - exact).abs().max()),
+        "stock_gelu_max_abs_logit_diff": float((ref - stock).abs().max()),
+        "stock_gelu_top1_agreement": float((ref.argmax(-1) == stock.argmax(-1)).float().mean()),
+        "max_abs_logit": float(ref.abs().max()),
+    }
+
+
+def _versions() -> dict:
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
+
+
+def model_card(facts: dict) -> str:
+    p, s, v = facts["parity"], facts["source"], facts["variant"]
+    hub = f"[{facts['hub_id']}](https://huggingface.co/{facts['hub_id']})" if facts.get("hub_id") else "none"
+    return f"""---
+library_name: transformers
+pipeline_tag: image-classification
+tags: [cvt, image-classification, cvt-port]
+---
+
+# {v}: original CvT checkpoint converted to Hugging Face
+
+Converted by `cvt_port` from the original Microsoft CvT release file, and checked logit for logit
+against a reference implementation of the original model before it was saved.
+
+| fact | value |
+|---|---|
+| source file | `{s['file']}` |
+| source sha256 | `{s['sha256']}` |
+| variant | `{v}` (Hub counterpart: {hub}) |
+| evaluation size | {facts['preprocessing']['img_size']} ({facts['preprocessing']['resize']}, {facts['preprocessing']['interpolation']}) |
+| parity probe | {p['probe']['shape']} seeded inputs, float32, CPU |
+| max abs logit difference, `cvt_port.load_model` vs original | {p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g}) |
+| max abs logit difference, stock `CvtForImageClassification` vs original | {p['stock_gelu_max_abs_logit_diff']:.3g} (max abs logit {p['max_abs_logit']:.3g}) |
+| converted with | torch {facts['versions']['torch']}, transformers {facts['versions']['transformers']} |
+
+## Activation: load with `cvt_port.load_model`
+
+The original CvT models were trained with **QuickGELU** (`x * sigmoid(1.702 x)`); the stock
+`CvtForImageClassification` hard-codes the exact (erf) GELU. `config.json` records
+`"hidden_act": "quick_gelu"`, which the stock class ignores. Exact results:
+
+```python
+import cvt_port
+model = cvt_port.load_model("path/to/this/folder")  # QuickGELU in place: computes what the original computed
+```
+
+`CvtForImageClassification.from_pretrained(...)` loads this folder with no missing or unexpected keys,
+but drifts from the original by the figure in the table above (on the probe batch).
+
+`preprocessor_config.json` reproduces the release's evaluation preprocessing (spec: resize, crop,
+bicubic, ImageNet mean/std). Machine-readable facts are in `conversion.json`.
+"""
+
+
+def convert(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    variant: str | Path | Variant | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> Path:
+    """Convert an original CvT checkpoint into a Hugging Face folder and return the folder's path.
+
+    Raises :class:`BadInput` (nothing read or written is kept) or :class:`ParityError`
+    (the converted model does not compute what the original computed; nothing saved).
+    """
+    t0 = time.perf_counter()
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    requested = get_variant(variant) if isinstance(variant, (str, Path)) else variant
+    check_output_dir(output_dir, overwrite)
+    size = checkpoint.stat().st_size if checkpoint.is_file() else 0
+
+    log(f"[1/5] reading {checkpoint} ({size / 2**20:.1f} MiB, memory-mapped, weights only)")
+    sd = load_state_dict(checkpoint)
+    shape = infer_shape(checkpoint, sd)
+    chosen = choose_variant(checkpoint, shape, all_variants(), requested)
+    with torch.device("meta"):
+        check_keys(checkpoint, sd, OriginalCvT(chosen.architecture))
+    sd = {k: (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t) for k, t in sd.items()}
+    log(f"      variant {chosen.name}: depth {list(shape.depth)}, widths {list(shape.embed_dim)}, "
+        f"{shape.num_classes} classes, {len(sd)} tensors")
+
+    log(f"[2/5] mapping {len(sd)} keys and loading both models (strict)")
+    reference, hf = build_pair(sd, chosen)
+
+    log(f"[3/5] checking parity on a {PROBE_BATCH}x{chosen.preprocessing.img_size}px probe batch")
+    parity = measure_parity(reference, hf, probe_batch(chosen))
+    log(f"      max |logit diff| {parity['max_abs_logit_diff']:.3g} (tolerance {PARITY_TOLERANCE:g}); "
+        f"stock GELU class drifts {parity['stock_gelu_max_abs_logit_diff']:.3g}")
+    if not parity["max_abs_logit_diff"] <= PARITY_TOLERANCE:
+        raise ParityError(
+            f"{checkpoint}: converted model differs from the original by {parity['max_abs_logit_diff']:.3g} "
+            f"(> {PARITY_TOLERANCE:g}) on the probe batch; nothing was saved"
+        )
+
+    log(f"[4/5] hashing {checkpoint.name}")
+    facts = {
+        "cvt_port_version": _package_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"file": checkpoint.name, "sha256": sha256_file(checkpoint), "size_bytes": size},
+        "variant": chosen.name,
+        "variant_config": chosen.path.name if chosen.path else None,
+        "hub_id": chosen.hub_id,
+        "activation": chosen.architecture.activation,
+        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.architecture).items()},
+        "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.preprocessing).items()},
+        "parity": parity,
+        "versions": _versions(),
+    }
+
+    log(f"[5/5] writing {output_dir}")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        hf.save_pretrained(tmp)
+        make_image_processor(chosen).save_pretrained(tmp)
+        facts["wall_time_s"] = round(time.perf_counter() - t0, 3)
+        facts["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(facts))
+        _replace_dir(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"done in {time.perf_counter() - t0:.1f} s: {output_dir}")
+    return output_dir
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished folder into place; an old target is removed only once the new one is there."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cvt-port")
+    except Exception:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+__all__ = ["convert", "PARITY_TOLERANCE"]

@@ -1,0 +1,1 @@
+"""evaluate: accuracy harness for converted CvT models."""

@@ -1,0 +1,465 @@
+"""Find an ImageNet-style validation set in the layouts people actually have it in.
+
+``discover(data, ...)`` returns a :class:`DataSource`: the layout it recognised, one
+:class:`Sample` per image (a stable id, the class index in the *model's* label space, and a
+reference to fetch the pixels with), and whether the ids are ILSVRC2012 validation file
+names (then ImageNet-ReaL labels apply, see :mod:`evaluate.real_labels`).
+
+Accepted layouts, tried in this order for a local path:
+
+1. ``datasets`` saved with ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
+   (a folder holding ``state.json`` + ``dataset_info.json``, or ``dataset_dict.json``).
+2. ``imagefolder``: ``root/<class>/**/<image>`` (or ``root/val/<class>/...``). Only sub-folders
+   that hold at least one image file count as classes; hidden entries (``.name``) are ignored.
+3. ``flat``: image files directly in ``root`` plus a labels file (``labels_file=`` or, found
+   automatically in the folder, ``LOC_val_solution.csv``, ``val_labels.txt`` or ``labels.txt``).
+   Passing ``labels_file`` always selects this layout.
+4. ``datasets`` from parquet: a ``.parquet`` file, or a folder with ``*.parquet`` files at any depth
+   (a downloaded Hub snapshot). Files whose name contains ``split`` are used when there are any.
+
+A string that is not an existing path but looks like ``owner/name`` is loaded from the
+Hugging Face Hub with ``datasets.load_dataset(id, split=split)`` (:func:`load_hub_dataset`).
+
+Class indices (why they are computed this way):
+
+* A WordNet id (``n01440764``) maps to its position among the 1000 *sorted* ImageNet ids
+  (spec section 5), never to its position among the folders present, so a 10-class subset
+  still maps ``n01440764`` to 0.
+* Any other class name maps through the model's ``label2id`` (exact match), e.g. ``"0".."9"``.
+* Integers in a labels file or a dataset's label column are class indices as they are. A
+  ``ClassLabel`` column whose names differ from the model's is still read as its integers:
+  the Hub's ImageNet-1k stores the standard class index there.
+
+Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image, ImageFile
+
+from cvt_port.errors import BadInput
+from cvt_port.labels import wnid_to_index
+
+# A truncated file is a bad image, not something to pad with grey (PIL's default is False too;
+# set it explicitly because any imported library may have flipped it).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
+)
+AUTO_LABEL_FILES = ("LOC_val_solution.csv", "val_labels.txt", "labels.txt")
+ILSVRC_VAL_COUNT = 50_000
+ACCEPTED = (
+    "an ImageFolder (<root>/<class>/<images> or <root>/val/<class>/<images>), "
+    "a flat folder of images with a labels file (LOC_val_solution.csv, val_labels.txt or labels.txt), "
+    "a datasets folder saved with save_to_disk, parquet file(s), or a Hub dataset id such as ILSVRC/imagenet-1k"
+)
+
+_ILSVRC_VAL_RE = re.compile(r"^ILSVRC2012_val_(\d{8})(?:_[^./\\]*)?\.[A-Za-z]+$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``image_id`` is stable across runs (relative path, file name or ``row-<i>``),
+    ``label`` is the class index in the model's label space, ``ref`` the file path (str) or the
+    dataset row index (int)."""
+
+    image_id: str
+    label: int
+    ref: str | int
+
+
+@dataclass
+class DataSource:
+    """What :func:`discover` found. Picklable (DataLoader workers receive a copy)."""
+
+    layout: str  # "imagefolder" | "flat" | "datasets"
+    samples: list[Sample]
+    is_ilsvrc_val: bool
+    root: str = ""  # the folder, file or Hub id the samples came from (for messages and reports)
+    dataset: Any = field(default=None, repr=False)  # datasets.Dataset for layout "datasets"
+    image_column: str | None = None
+
+    def load_image(self, sample: Sample) -> Image.Image:
+        """The decoded image (pixels loaded, so a corrupt file fails here); may raise."""
+        if isinstance(sample.ref, str):
+            return _open_image(sample.ref)
+        return _decode_cell(self.dataset[sample.ref][self.image_column])
+
+
+def ilsvrc_val_number(image_id: str) -> int | None:
+    """n for an id whose file name is ``ILSVRC2012_val_{n:08d}.<ext>`` (1 <= n <= 50,000), else None.
+
+    A suffix after the number (``ILSVRC2012_val_00000001_n01751748.JPEG``) is tolerated: some
+    re-packagings append the class to the name.
+    """
+    name = re.split(r"[/\\]", str(image_id))[-1]
+    m = _ILSVRC_VAL_RE.match(name)
+    if not m:
+        return None
+    n = int(m.group(1))
+    return n if 1 <= n <= ILSVRC_VAL_COUNT else None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def discover(
+    data: str | Path,
+    *,
+    label2id: dict[str, int] | None = None,
+    labels_file: str | Path | None = None,
+    split: str = "validation",
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> DataSource:
+    """Recognise the layout of ``data`` and list its samples (see the module docstring)."""
+    text = str(data)
+    path = Path(text).expanduser()
+    if not path.exists():
+        if labels_file is None and _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
+            ds = _hub_dataset_or_bad_input(text, split)
+            return _from_dataset(ds, text, label2id, image_column, label_column)
+        raise BadInput(f"--data {text}: path does not exist (give {ACCEPTED})")
+
+    if path.is_file():
+        if path.suffix.lower() == ".parquet":
+            return _from_dataset(_load_parquet([path]), text, label2id, image_column, label_column)
+        raise BadInput(f"--data {text}: a file that is not .parquet; give {ACCEPTED}")
+
+    if labels_file is not None:
+        return _flat(path, Path(labels_file), label2id)
+    if (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    ):
+        ds = _load_saved_dataset(path, split)
+        return _from_dataset(ds, text, label2id, image_column, label_column)
+
+    root = _imagefolder_root(path)
+    if root is not None:
+        return _imagefolder(root, label2id)
+    if any(is_image_file(p) for p in path.iterdir() if p.is_file()):
+        found = next((path / n for n in AUTO_LABEL_FILES if (path / n).is_file()), None)
+        if found is None:
+            raise BadInput(
+                f"--data {text}: a flat folder of images needs a labels file: pass --labels-file, "
+                f"or put one of {', '.join(AUTO_LABEL_FILES)} in the folder"
+            )
+        return _flat(path, found, label2id)
+    parquet = sorted(path.rglob("*.parquet"))
+    if parquet:
+        return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column, label_column)
+    if not any(not p.name.startswith(".") for p in path.iterdir()):
+        raise BadInput(f"--data {text}: folder is empty (give {ACCEPTED})")
+    raise BadInput(f"--data {text}: no images or dataset files found; accepted layouts: {ACCEPTED}")
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _class_dirs(path: Path) -> list[Path]:
+    """Sub-folders of ``path`` that hold at least one image file (at any depth)."""
+    out = []
+    for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(is_image_file(f) for f in d.rglob("*") if f.is_file()):
+            out.append(d)
+    return out
+
+
+def _imagefolder_root(path: Path) -> Path | None:
+    """``path/val`` when that holds class folders (ImageNet's root with train/ and val/), else
+    ``path`` itself when it does, else None."""
+    val = path / "val"
+    if val.is_dir() and _class_dirs(val):
+        return val
+    if _class_dirs(path):
+        return path
+    return None
+
+
+def class_index(name: str, label2id: dict[str, int] | None) -> int | None:
+    """Class index of a class name: WordNet id -> sorted-wnid position; else the model's label2id."""
+    idx = wnid_to_index().get(name)
+    if idx is not None:
+        return idx
+    if label2id and name in label2id:
+        return int(label2id[name])
+    return None
+
+
+def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
+    samples = []
+    for d in _class_dirs(root):
+        idx = class_index(d.name, label2id)
+        if idx is None:
+            known = "" if not label2id else f" or a label of the model (e.g. {', '.join(list(label2id)[:3])})"
+            raise BadInput(
+                f"--data {root}: class folder '{d.name}' is neither an ImageNet WordNet id{known}; "
+                "rename or remove it"
+            )
+        for f in sorted(p for p in d.rglob("*") if p.is_file() and is_image_file(p)):
+            if any(part.startswith(".") for part in f.relative_to(d).parts):
+                continue
+            samples.append(Sample(f.relative_to(root).as_posix(), idx, str(f)))
+    samples.sort(key=lambda s: s.image_id)
+    _check_range(samples, label2id, f"--data {root}")
+    return DataSource("imagefolder", samples, _all_ilsvrc(samples), str(root))
+
+
+# --------------------------------------------------------------------------- flat folder + labels file
+
+
+def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None) -> DataSource:
+    """Flat folder of images + a labels file.
+
+    Which label belongs to which image:
+    * ``LOC_val_solution.csv`` (Kaggle): by ``ImageId`` = file name without extension; the
+      class is the first token (a WordNet id) of ``PredictionString``.
+    * A text file, one WordNet id / class index / model label per line: when every image is an
+      ILSVRC2012 validation file, line n is the label of ``ILSVRC2012_val_{n:08d}`` (the
+      standard 50,000-line ground-truth file, whatever subset of images is present); otherwise
+      line n is the label of the n-th image in sorted file-name order, and the line count must
+      equal the image count.
+    """
+    if not labels_file.is_file():
+        raise BadInput(f"--labels-file {labels_file}: file not found")
+    files = sorted((p for p in path.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: p.name)
+    if not files:
+        raise BadInput(f"--data {path}: no image files directly in the folder (needed with --labels-file {labels_file})")
+    if labels_file.suffix.lower() == ".csv":
+        labels = _labels_from_csv(files, labels_file, label2id)
+    else:
+        labels = _labels_from_text(files, labels_file, label2id)
+    samples = [Sample(f.name, lab, str(f)) for f, lab in zip(files, labels)]
+    _check_range(samples, label2id, f"--labels-file {labels_file}")
+    return DataSource("flat", samples, _all_ilsvrc(samples), str(path))
+
+
+def _label_token(token: str, label2id: dict[str, int] | None, where: str) -> int:
+    token = token.strip()
+    if re.fullmatch(r"\d+", token):
+        return int(token)
+    idx = class_index(token, label2id)
+    if idx is None:
+        raise BadInput(f"{where}: '{token}' is neither a class index, an ImageNet WordNet id nor a label of the model")
+    return idx
+
+
+def _labels_from_csv(files: list[Path], labels_file: Path, label2id) -> list[int]:
+    try:
+        with labels_file.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"--labels-file {labels_file}: cannot read it ({exc})") from None
+    if not rows or not {"ImageId", "PredictionString"} <= set(rows[0]):
+        raise BadInput(f"--labels-file {labels_file}: expected a CSV with header 'ImageId,PredictionString' (Kaggle's LOC_val_solution.csv)")
+    by_id = {}
+    for line, row in enumerate(rows, start=2):
+        tokens = (row["PredictionString"] or "").split()
+        if not tokens:
+            raise BadInput(f"--labels-file {labels_file} line {line}: empty PredictionString")
+        by_id[row["ImageId"].strip()] = _label_token(tokens[0], label2id, f"--labels-file {labels_file} line {line}")
+    out = []
+    for f in files:
+        if f.stem not in by_id:
+            raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (ImageId {f.stem})")
+        out.append(by_id[f.stem])
+    return out
+
+
+def _labels_from_text(files: list[Path], labels_file: Path, label2id) -> list[int]:
+    try:
+        lines = labels_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--labels-file {labels_file}: cannot read it ({exc})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    numbers = [ilsvrc_val_number(f.name) for f in files]
+    if all(n is not None for n in numbers):
+        wanted = numbers  # line n is for ILSVRC2012_val_{n:08d}
+    else:
+        wanted = list(range(1, len(files) + 1))  # line n is for the n-th image in sorted order
+        if len(lines) > len(files):
+            raise BadInput(
+                f"--labels-file {labels_file}: {len(lines)} lines for {len(files)} images; line n must be the "
+                "label of the n-th image in sorted file-name order"
+            )
+    out = []
+    for f, n in zip(files, wanted):
+        if n > len(lines) or not lines[n - 1].strip():
+            raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (needs line {n}; the file has {len(lines)})")
+        out.append(_label_token(lines[n - 1], label2id, f"--labels-file {labels_file} line {n}"))
+    return out
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets
+
+
+def load_hub_dataset(repo_id: str, split: str):
+    """The one call that reaches the Hub (tests replace ``datasets.load_dataset``)."""
+    import datasets
+
+    return datasets.load_dataset(repo_id, split=split)
+
+
+def _hub_dataset_or_bad_input(repo_id: str, split: str):
+    try:
+        return load_hub_dataset(repo_id, split)
+    except BadInput:
+        raise
+    except Exception as exc:  # network, auth, unknown repo or split: all the user's to fix
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise BadInput(
+            f"--data {repo_id}: not an existing path, and loading it as a Hugging Face Hub dataset "
+            f"(split '{split}') failed: {type(exc).__name__}: {msg}"
+        ) from None
+
+
+def _load_saved_dataset(path: Path, split: str):
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise BadInput(f"--data {path}: cannot load the saved dataset ({type(exc).__name__}: {exc})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise BadInput(f"--data {path}: no split '{split}' (it has {', '.join(ds)}); pass --split")
+        ds = ds[split]
+    return ds
+
+
+def _files_for_split(files: list[Path], split: str) -> list[Path]:
+    matching = [f for f in files if split in f.name]
+    return matching or files
+
+
+def _load_parquet(files: list[Path]):
+    import datasets
+
+    try:
+        return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    except Exception as exc:
+        raise BadInput(f"--data {files[0]}: cannot read the parquet file(s) ({type(exc).__name__}: {exc})") from None
+
+
+def _is_image_feature(feature) -> bool:
+    return type(feature).__name__ == "Image"
+
+
+def _pick_column(ds, given: str | None, flag: str, auto: Iterable[str], kind: str) -> str:
+    names = list(ds.column_names)
+    if given is not None:
+        if given not in names:
+            raise BadInput(f"{flag} {given}: no such column (the dataset has {', '.join(names)})")
+        return given
+    for name in auto:
+        if name in names:
+            return name
+    raise BadInput(f"no {kind} column found (columns: {', '.join(names)}); pass {flag}")
+
+
+def _from_dataset(ds, where: str, label2id, image_column: str | None, label_column: str | None) -> DataSource:
+    """Samples of a ``datasets.Dataset``: ids are the images' file names when every row has a
+    distinct one (the Hub's ImageNet stores them), else ``row-<index>``."""
+    import datasets
+
+    features = ds.features
+    auto_images = [c for c in ds.column_names if _is_image_feature(features.get(c))] + ["image", "img"]
+    img_col = _pick_column(ds, image_column, "--image-column", auto_images, "image")
+    lab_col = _pick_column(ds, label_column, "--label-column", ("label", "labels"), "label")
+    if len(ds) == 0:
+        raise BadInput(f"--data {where}: the dataset has no rows")
+    if _is_image_feature(features.get(img_col)):
+        # Decode ourselves: the same PIL path, the same error handling as image files.
+        ds = ds.cast_column(img_col, datasets.Image(decode=False))
+
+    raw_labels = list(ds[lab_col])
+    labels = []
+    for i, v in enumerate(raw_labels):
+        if isinstance(v, bool) or v is None or (isinstance(v, int) and v < 0):
+            raise BadInput(f"--data {where}: row {i} has no label ({v!r} in column '{lab_col}'); use a split with ground truth")
+        if isinstance(v, int):
+            labels.append(v)
+        elif isinstance(v, str):
+            labels.append(_label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'"))
+        else:
+            raise BadInput(f"--data {where}: column '{lab_col}' holds {type(v).__name__}, not class indices or names; pass --label-column")
+
+    names = _file_names(ds, img_col)
+    if names is None or len(set(names)) != len(names):
+        names = [f"row-{i}" for i in range(len(ds))]
+    samples = [Sample(n, lab, i) for i, (n, lab) in enumerate(zip(names, labels))]
+    _check_range(samples, label2id, f"--data {where}")
+    return DataSource("datasets", samples, _all_ilsvrc(samples), where, dataset=ds, image_column=img_col)
+
+
+def _file_names(ds, img_col: str) -> list[str] | None:
+    """Base names of the images' stored paths, read from Arrow without touching the bytes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = ds.with_format("arrow")[img_col]
+    if pa.types.is_struct(col.type) and col.type.get_field_index("path") >= 0:
+        paths = pc.struct_field(col, "path").to_pylist()
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        paths = col.to_pylist()
+    else:
+        return None
+    if any(not p for p in paths):
+        return None
+    return [re.split(r"[/\\]", p)[-1] for p in paths]
+
+
+def _decode_cell(value) -> Image.Image:
+    """A dataset cell (``{"bytes", "path"}``, raw bytes, a path, or a PIL image) as a loaded image."""
+    if isinstance(value, Image.Image):
+        value.load()
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return _open_image(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            return _open_image(value["path"])
+        raise OSError("row has neither image bytes nor a path")
+    if isinstance(value, (bytes, bytearray)):
+        return _open_image(io.BytesIO(value))
+    if isinstance(value, str):
+        return _open_image(value)
+    raise OSError(f"cannot read an image from a {type(value).__name__}")
+
+
+def _open_image(src) -> Image.Image:
+    img = Image.open(src)
+    img.load()  # decode now: a corrupt or truncated file must fail here, not later
+    return img
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _all_ilsvrc(samples: list[Sample]) -> bool:
+    return bool(samples) and all(ilsvrc_val_number(s.image_id) is not None for s in samples)
+
+
+def _check_range(samples: list[Sample], label2id: dict[str, int] | None, where: str) -> None:
+    """With a model at hand, every class index must be one of its outputs (a WordNet folder fed
+    to a 10-class model would otherwise be scored silently wrong)."""
+    if not label2id:
+        return
+    n = max(int(v) for v in label2id.values()) + 1
+    for s in samples:
+        if not 0 <= s.label < n:
+            raise BadInput(f"{where}: image {s.image_id} has class index {s.label} but the model has {n} classes")

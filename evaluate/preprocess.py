@@ -1,0 +1,195 @@
+"""The two preprocessing modes the harness can evaluate with, and the normalisation they share.
+
+* ``release``: :class:`ReleaseTransform` reproduces the original release's evaluation
+  (spec section 5: torchvision transforms on PIL images) with PIL alone, rule for rule.
+* ``hf``: :class:`HFTransform` runs a model folder's own Hugging Face image processor, which
+  is what users of the converted model get. At 224 it crops at floor((H - 224) / 2) where the
+  release rounds half to even, so a few images are shifted by one pixel (spec section 5).
+
+Both return ``uint8`` tensors of shape (3, H, W): batches travel between processes as bytes
+and are normalised on the device with :func:`normalize`, using the :class:`Normalization`
+each transform exposes as ``.normalization``.
+
+Colour modes: every image goes through PIL's ``convert("RGB")``, as the release's loader
+did: grey levels are replicated, CMYK is converted by PIL's formula, palette images take
+their palette colours, and any alpha channel or palette transparency is *dropped* (not
+composited on a background), 16-bit grey is clipped at 255. EXIF orientation is not applied
+(the release did not either). The ``hf`` mode is given the same RGB image, so the two modes
+differ only in geometry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cvt_port.variants import Preprocessing
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``(x * scale - mean) / std`` per channel; scale 1/255 maps bytes to [0, 1]."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 1.0 / 255.0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return normalize(batch, self.mean, self.std, self.scale)
+
+
+def normalize(batch: torch.Tensor, mean, std, scale: float = 1.0 / 255.0) -> torch.Tensor:
+    """float32 ``(x * scale - mean) / std`` of a uint8 (B, 3, H, W) or (3, H, W) tensor, on its device.
+
+    With the default scale it divides by 255 (as torchvision's ``ToTensor`` did) rather than
+    multiplying by 1/255, so release-mode inputs match the release to the last bit.
+    """
+    x = batch.to(torch.float32)
+    x = x.div(255.0) if abs(scale - 1.0 / 255.0) < 1e-12 else x.mul(float(scale))
+    shape = (-1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(shape)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(shape)
+    return x.sub(m).div(s)
+
+
+def release_normalization(pre: Preprocessing) -> Normalization:
+    return Normalization(tuple(float(v) for v in pre.mean), tuple(float(v) for v in pre.std))
+
+
+def hf_normalization(image_processor) -> Normalization:
+    """The constants a Hugging Face image processor would apply (identity for steps it skips)."""
+    p = image_processor
+    scale = float(p.rescale_factor) if getattr(p, "do_rescale", True) else 1.0
+    if getattr(p, "do_normalize", True):
+        mean, std = _triple(p.image_mean), _triple(p.image_std)
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return Normalization(mean, std, scale)
+
+
+def _triple(v) -> tuple[float, float, float]:
+    if isinstance(v, (int, float)):
+        return (float(v),) * 3
+    return tuple(float(x) for x in v)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """PIL's ``convert("RGB")`` (see the module docstring for what it does to each mode)."""
+    if img.mode == "RGB":
+        return img
+    with warnings.catch_warnings():
+        # "Palette images with Transparency expressed in bytes should be converted to RGBA":
+        # we drop transparency on purpose, as the release did.
+        warnings.simplefilter("ignore", UserWarning)
+        return img.convert("RGB")
+
+
+def to_uint8_chw(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a contiguous uint8 (3, H, W) tensor."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def shorter_side_size(width: int, height: int, short: int) -> tuple[int, int]:
+    """(w, h) after torchvision's ``Resize(short)``: shorter side ``short``, longer side
+    ``int(short * long / short_side)`` (truncated), aspect ratio otherwise kept."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """torchvision's ``CenterCrop(size)`` box: offsets ``int(round((H - size) / 2.0))`` and
+    ``int(round((W - size) / 2.0))`` with Python's round (halves to even)."""
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+# --------------------------------------------------------------------------- the two modes
+
+
+class ReleaseTransform:
+    """PIL image -> uint8 (3, S, S) tensor exactly as the release evaluated (spec section 5)."""
+
+    mode = "release"
+
+    def __init__(self, pre: Preprocessing):
+        if pre.resize not in ("shorter_side_then_center_crop", "warp"):
+            raise ValueError(f"unknown resize rule {pre.resize!r}")
+        if pre.interpolation not in RESAMPLE:
+            raise ValueError(f"unknown interpolation {pre.interpolation!r}")
+        if pre.resize == "shorter_side_then_center_crop" and int(pre.img_size / pre.crop_pct) < pre.img_size:
+            raise ValueError(f"crop_pct {pre.crop_pct} > 1 would crop outside the image")
+        self.pre = pre
+        self.normalization = release_normalization(pre)
+        self.output_shape = (3, pre.img_size, pre.img_size)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        pre, resample = self.pre, RESAMPLE[self.pre.interpolation]
+        img = to_rgb(img)
+        size = pre.img_size
+        if pre.resize == "warp":
+            img = img.resize((size, size), resample)
+        else:
+            w, h = shorter_side_size(img.width, img.height, int(size / pre.crop_pct))
+            img = img.resize((w, h), resample)
+            img = img.crop(center_crop_box(w, h, size))
+        return to_uint8_chw(img)
+
+    def __repr__(self) -> str:
+        return f"ReleaseTransform({self.pre})"
+
+
+class HFTransform:
+    """PIL image -> uint8 (3, H, W) tensor through a Hugging Face image processor.
+
+    The processor runs with ``do_rescale=False, do_normalize=False``, so its output is still
+    the resized/cropped bytes; they must be integers in 0..255 (checked) and the processor's
+    own constants (``rescale_factor``, ``image_mean``, ``image_std``) are applied later by
+    :func:`normalize`, which reproduces the processor's full output to float32 precision.
+    """
+
+    mode = "hf"
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+        self.normalization = hf_normalization(image_processor)
+        probe = Image.new("RGB", (320, 240), (128, 64, 32))
+        self.output_shape = tuple(self(probe).shape)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        out = self.image_processor(to_rgb(img), do_rescale=False, do_normalize=False, return_tensors="pt")
+        x = out["pixel_values"][0]
+        if x.dtype != torch.uint8:
+            if not torch.equal(x, x.round()) or x.min() < 0 or x.max() > 255:
+                raise ValueError(
+                    f"{type(self.image_processor).__name__} without rescale/normalize gave non-byte values "
+                    f"(range {float(x.min())}..{float(x.max())}); cannot ship it as uint8"
+                )
+            x = x.to(torch.uint8)
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise ValueError(f"{type(self.image_processor).__name__} gave shape {tuple(x.shape)}, expected (3, H, W)")
+        return x.contiguous()
+
+    def __repr__(self) -> str:
+        return f"HFTransform({type(self.image_processor).__name__})"

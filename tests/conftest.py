@@ -1,0 +1,29 @@
+"""Shared fixtures: original-format checkpoints the tests make themselves (random, seeded)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from cvt_port.reference import OriginalCvT, randomize_  # noqa: E402
+from cvt_port.variants import get_variant  # noqa: E402
+
+
+def save_release_checkpoint(variant_name: str, path, seed: int = 0) -> OriginalCvT:
+    """A randomly initialised reference model saved exactly as the release files are (plain state dict)."""
+    model = randomize_(OriginalCvT(get_variant(variant_name).architecture), seed=seed).eval()
+    torch.save(model.state_dict(), path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def cvt13_checkpoint(tmp_path_factory):
+    """(path, reference model) of a random CvT-13 named like the release file."""
+    path = tmp_path_factory.mktemp("ckpt") / "CvT-13-224x224-IN-1k.pth"
+    model = save_release_checkpoint("cvt-13-224", path)
+    return path, model

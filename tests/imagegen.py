@@ -1,0 +1,115 @@
+"""Writers of real image files (JPEG/PNG encoded by PIL) for tests, from seeded synthetic content.
+
+The content is a smooth colour gradient plus noise, so resizing and cropping have something
+to change, and the sizes vary so aspect-ratio rules are exercised.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+# Varied sizes (w, h): portrait, landscape, square, odd/even differences.
+SIZES = [(64, 48), (47, 81), (90, 90), (120, 67), (55, 100), (73, 52)]
+
+
+def synthetic_rgb(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8: gradient + noise, seeded."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack(
+        [255 * xx / max(w - 1, 1), 255 * yy / max(h - 1, 1), 127 + 120 * np.sin((xx + yy) / 7.0 + seed)], axis=-1
+    )
+    noise = rng.normal(0, 25, size=(h, w, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def synthetic_image(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A PIL image in ``mode``: RGB, L, LA, RGBA, CMYK, P (with transparency) or I;16."""
+    rgb = Image.fromarray(synthetic_rgb(size, seed), "RGB")
+    if mode == "RGB":
+        return rgb
+    if mode in ("L", "CMYK"):
+        return rgb.convert(mode)
+    if mode in ("LA", "RGBA"):
+        alpha = Image.fromarray(np.random.default_rng(seed + 1).integers(0, 256, size[::-1], dtype=np.uint8), "L")
+        img = rgb.convert(mode[:-1])
+        img.putalpha(alpha)
+        return img
+    if mode == "P":
+        img = rgb.quantize(colors=16)
+        img.info["transparency"] = 3  # palette entry 3 is transparent
+        return img
+    if mode == "I;16":
+        arr = (synthetic_rgb(size, seed)[..., 0].astype(np.uint16) * 300)  # values up to 76,500 clipped to 65,535
+        return Image.fromarray(np.minimum(arr, 65535).astype(np.uint16))  # uint16 -> mode I;16
+    raise ValueError(mode)
+
+
+def write_image(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB", seed: int = 0) -> Path:
+    """Write a real image file; JPEG for RGB/L/CMYK (whatever the extension says), PNG otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = synthetic_image(size, mode, seed)
+    fmt = "JPEG" if mode in ("RGB", "L", "CMYK") else "PNG"
+    if fmt == "JPEG":
+        img.save(path, format="JPEG", quality=90)
+    else:
+        img.save(path, format="PNG", **({"transparency": 3} if mode == "P" else {}))
+    return path
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    synthetic_image(size, "RGB", seed).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_imagefolder(root: Path, classes: Iterable[str], per_class: int = 2, seed: int = 0) -> list[Path]:
+    """``root/<class>/img_<k>.JPEG`` for each class; sizes cycle through :data:`SIZES`."""
+    paths, k = [], 0
+    for c in classes:
+        for j in range(per_class):
+            paths.append(write_image(Path(root) / c / f"img_{j}.JPEG", SIZES[k % len(SIZES)], seed=seed + k))
+            k += 1
+    return paths
+
+
+def make_ilsvrc_imagefolder(root: Path, files: dict[str, list[int]], seed: int = 0) -> list[Path]:
+    """``root/<wnid>/ILSVRC2012_val_{n:08d}.JPEG`` for each wnid -> numbers."""
+    paths, k = [], 0
+    for wnid, numbers in files.items():
+        for n in numbers:
+            paths.append(write_image(Path(root) / wnid / f"ILSVRC2012_val_{n:08d}.JPEG", SIZES[k % len(SIZES)], seed=seed + k))
+            k += 1
+    return paths
+
+
+def make_flat(root: Path, numbers: Iterable[int], seed: int = 0) -> list[Path]:
+    """``root/ILSVRC2012_val_{n:08d}.JPEG`` for each n."""
+    return [
+        write_image(Path(root) / f"ILSVRC2012_val_{n:08d}.JPEG", SIZES[k % len(SIZES)], seed=seed + k)
+        for k, n in enumerate(numbers)
+    ]
+
+
+def write_corrupt(path: Path, seed: int = 0) -> Path:
+    """Random bytes under an image name (PIL cannot identify it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    return path
+
+
+def write_truncated_jpeg(path: Path, size: tuple[int, int] = (120, 90), seed: int = 0) -> Path:
+    """A real JPEG cut off at 60% of its bytes (header fine, scan data missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = jpeg_bytes(size, seed)
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path

@@ -1,0 +1,149 @@
+"""Bad input: one clear line naming the culprit, exit status 2, nothing written. Parity failure: exit 1."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cvt_port.cli import main
+
+
+class RunsCode:
+    """A pickle payload that would create a file if unpickling ran it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def run(capsys, *argv):
+    code = main(["convert", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def assert_nothing_written(tmp_path, out):
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def sd(cvt13_checkpoint):
+    return dict(torch.load(cvt13_checkpoint[0], weights_only=True))
+
+
+def save(tmp_path, obj, name="CvT-13-224x224-IN-1k.pth"):
+    p = tmp_path / name
+    torch.save(obj, p)
+    return p
+
+
+def test_missing_path(tmp_path, capsys):
+    code, err = run(capsys, tmp_path / "nope.pth", tmp_path / "out")
+    assert code == 2 and "nope.pth: no such file" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_not_a_torch_file(tmp_path, capsys):
+    p = tmp_path / "notes.pth"
+    p.write_text("these are not weights\n" * 10)
+    code, err = run(capsys, p, tmp_path / "out")
+    assert code == 2 and "notes.pth: is not a PyTorch checkpoint" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_truncated_file(cvt13_checkpoint, tmp_path, capsys):
+    data = cvt13_checkpoint[0].read_bytes()
+    p = tmp_path / "CvT-13-224x224-IN-1k.pth"
+    p.write_bytes(data[: len(data) // 2])
+    code, err = run(capsys, p, tmp_path / "out")
+    assert code == 2 and "is truncated or damaged" in err and str(p) in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    p = save(tmp_path, {"stage0.patch_embed.proj.weight": RunsCode(str(marker))}, "evil.pth")
+    code, err = run(capsys, p, tmp_path / "out")
+    assert code == 2 and "refused to load" in err and "nothing in it was run" in err
+    assert not marker.exists()
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_state_dict_of_another_model(tmp_path, capsys):
+    p = save(tmp_path, torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 2)).state_dict(), "other.pth")
+    code, err = run(capsys, p, tmp_path / "out")
+    assert code == 2 and "does not look like an original CvT checkpoint" in err and "stage0.patch_embed.proj.weight" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_missing_key_is_named(sd, tmp_path, capsys):
+    del sd["stage2.blocks.4.attn.conv_proj_k.bn.running_var"]
+    code, err = run(capsys, save(tmp_path, sd), tmp_path / "out")
+    assert code == 2 and "missing key 'stage2.blocks.4.attn.conv_proj_k.bn.running_var'" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_extra_key_is_named(sd, tmp_path, capsys):
+    sd["stage1.blocks.0.attn.extra.weight"] = torch.zeros(3)
+    code, err = run(capsys, save(tmp_path, sd), tmp_path / "out")
+    assert code == 2 and "unexpected key 'stage1.blocks.0.attn.extra.weight'" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_wrong_shape_is_named(sd, tmp_path, capsys):
+    sd["stage2.blocks.3.mlp.fc1.weight"] = torch.zeros(1536, 380)
+    code, err = run(capsys, save(tmp_path, sd), tmp_path / "out")
+    assert code == 2 and "key 'stage2.blocks.3.mlp.fc1.weight' has shape [1536, 380], expected [1536, 384]" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_variant_that_disagrees_with_the_weights(cvt13_checkpoint, tmp_path, capsys):
+    code, err = run(capsys, cvt13_checkpoint[0], tmp_path / "out", "--variant", "cvt-21-224")
+    assert code == 2 and "--variant cvt-21-224 disagrees with the weights: depth [1, 2, 10] in the weights, [1, 4, 16]" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_unknown_variant_name(cvt13_checkpoint, tmp_path, capsys):
+    code, err = run(capsys, cvt13_checkpoint[0], tmp_path / "out", "--variant", "cvt-99")
+    assert code == 2 and "unknown variant 'cvt-99'" in err
+
+
+def test_ambiguous_weights_ask_for_variant(cvt13_checkpoint, tmp_path, capsys):
+    p = tmp_path / "my-model.pth"
+    p.write_bytes(cvt13_checkpoint[0].read_bytes())
+    code, err = run(capsys, p, tmp_path / "out")
+    assert code == 2 and "pass --variant" in err and "cvt-13-224" in err and "cvt-13-384" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_output_folder_that_exists(cvt13_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("x")
+    code, err = run(capsys, cvt13_checkpoint[0], out)
+    assert code == 2 and "pass --overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
+
+
+def test_parity_failure_exits_1_and_saves_nothing(sd, tmp_path, capsys):
+    sd["stage2.blocks.9.mlp.fc2.weight"][0, 0] = float("nan")  # a damaged weight
+    code, err = run(capsys, save(tmp_path, sd), tmp_path / "out")
+    assert code == 1 and "differs from the original" in err and "nothing was saved" in err
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_errors_print_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", str(tmp_path / "x.pth"), str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_usage_error_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert"], capture_output=True, text=True)
+    assert r.returncode == 2 and "CHECKPOINT" in r.stderr
