@@ -104,13 +104,13 @@ def make_image_processor(variant: Variant):
     Warp models: ConvNext's processor warps at size >= 384 (the release rule); smaller warp
     sizes (the bundled tiny model) use ViT's processor, which always warps.
     """
-    from transformers import ConvNextImageProcessor, ViTImageProcessor
-
     p = variant.preprocessing
     common = dict(resample=INTERPOLATION[p.interpolation], image_mean=list(p.mean), image_std=list(p.std))
     if p.resize == "shorter_side_then_center_crop" and p.img_size >= 384:
         raise ValueError(f"{variant.path}: ConvNext's processor cannot crop at size {p.img_size} >= 384")
     with quiet_transformers():
+        from transformers import ConvNextImageProcessor, ViTImageProcessor
+
         if p.resize == "warp" and p.img_size < 384:
             return ViTImageProcessor(size={"height": p.img_size, "width": p.img_size}, **common)
         return ConvNextImageProcessor(size={"shortest_edge": p.img_size}, crop_pct=p.crop_pct, **common)

@@ -247,11 +247,19 @@ def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None) -> Dat
     return DataSource("flat", samples, _all_ilsvrc(samples), str(path))
 
 
-def _label_token(token: str, label2id: dict[str, int] | None, where: str) -> int:
+def _label_token(token: str, label2id: dict[str, int] | None, where: str, *, digits_first: bool = True) -> int:
+    """A label written as text: a class index (digits), a WordNet id, or a label of the model.
+
+    In labels files digits are class indices first (the ground-truth file convention); in a
+    dataset's string column the model's labels come first (a column of "0".."9" names).
+    """
     token = token.strip()
-    if re.fullmatch(r"\d+", token):
+    is_digits = re.fullmatch(r"\d+", token) is not None
+    if is_digits and digits_first:
         return int(token)
     idx = class_index(token, label2id)
+    if idx is None and is_digits:
+        idx = int(token)
     if idx is None:
         raise BadInput(f"{where}: '{token}' is neither a class index, an ImageNet WordNet id nor a label of the model")
     return idx
@@ -394,7 +402,7 @@ def _from_dataset(ds, where: str, label2id, image_column: str | None, label_colu
         if isinstance(v, int):
             labels.append(v)
         elif isinstance(v, str):
-            labels.append(_label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'"))
+            labels.append(_label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'", digits_first=False))
         else:
             raise BadInput(f"--data {where}: column '{lab_col}' holds {type(v).__name__}, not class indices or names; pass --label-column")
 

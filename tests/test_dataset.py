@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile

@@ -1,0 +1,183 @@
+"""The Lightning side: a data module that shards without repeating, and a module that runs every
+candidate model on the very same batches and keeps torchmetrics for each.
+
+Lightning's default DistributedSampler pads ranks by repeating images; an accuracy harness
+must count every image exactly once, so we turn it off (``use_distributed_sampler=False``) and
+shard with :class:`ShardSampler`. Ranks may then see different numbers of batches, so nothing
+collective happens per step: torchmetrics synchronise their states once, at ``compute()``, and
+per-image predictions are gathered once at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from cvt_port.errors import BadInput
+
+from .dataset import collate
+from .models import Candidate
+from .preprocess import Normalization
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: disjoint shards that together cover the data once."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class EvalDataModule(L.LightningDataModule):
+    def __init__(self, dataset, batch_size: int, num_workers: int):
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+
+    def val_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset), rank, world),
+            num_workers=self.num_workers,
+            collate_fn=getattr(self.dataset, "collate", collate),
+            pin_memory=on_gpu,
+            persistent_workers=False,
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+
+
+@dataclass
+class ModelResult:
+    name: str
+    kind: str
+    preprocessing: str
+    count: int
+    top1: float
+    top5: float
+    per_class: list[float]
+    agreement: float | None = None  # with the reference model, top-1
+    max_abs_logit_diff: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _safe(name: str) -> str:
+    return "m_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+class EvalModule(L.LightningModule):
+    """Runs each candidate on its preprocessing of the same batch; metrics per candidate."""
+
+    def __init__(
+        self,
+        candidates: list[Candidate],
+        normalizations: dict[str, Normalization],
+        num_classes: int,
+        reference: str | None = None,
+        skip_bad_images: bool = False,
+    ):
+        super().__init__()
+        self.candidates = candidates
+        self.models = nn.ModuleDict({_safe(c.name): c.module for c in candidates})
+        self.normalizations = normalizations
+        self.num_classes = num_classes
+        self.topk = min(5, num_classes)
+        self.reference = reference
+        self.skip_bad_images = skip_bad_images
+        mk = lambda **kw: MulticlassAccuracy(num_classes=num_classes, **kw)  # noqa: E731
+        self.top1 = nn.ModuleDict({_safe(c.name): mk(top_k=1, average="micro") for c in candidates})
+        self.top5 = nn.ModuleDict({_safe(c.name): mk(top_k=self.topk, average="micro") for c in candidates})
+        self.per_class = nn.ModuleDict({_safe(c.name): mk(top_k=1, average="none") for c in candidates})
+        self.count = SumMetric()
+        others = [c for c in candidates if c.name != reference] if reference else []
+        self.agree = nn.ModuleDict({_safe(c.name): MeanMetric() for c in others})
+        self.maxdiff = nn.ModuleDict({_safe(c.name): MaxMetric() for c in others})
+        self._rows: list[tuple] = []
+        self._bad_messages: list[str] = []
+        self.results: dict | None = None
+
+    # -- the pass ------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._rows, self._bad_messages = [], []
+        self._t0 = time.perf_counter()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        ok = batch["ok"]
+        if not bool(ok.all()):
+            if not self.skip_bad_images:
+                raise BadInput(f"{batch['errors'][0]}; pass --skip-bad-images to count and skip bad images")
+            self._bad_messages.extend(batch["errors"])
+        labels = batch["label"][ok]
+        index = batch["index"][ok]
+        if labels.numel() == 0:
+            return
+        self.count.update(torch.tensor(float(labels.numel()), device=self.device))
+        logits = {}
+        for c in self.candidates:
+            key = _safe(c.name)
+            x = self.normalizations[c.preprocessing](batch["pixels"][c.preprocessing][ok])
+            out = self.models[key](x).float()
+            logits[c.name] = out
+            self.top1[key].update(out, labels)
+            self.top5[key].update(out, labels)
+            self.per_class[key].update(out, labels)
+        if self.reference:
+            ref = logits[self.reference]
+            for c in self.candidates:
+                if c.name != self.reference:
+                    key = _safe(c.name)
+                    self.agree[key].update((logits[c.name].argmax(-1) == ref.argmax(-1)).float())
+                    self.maxdiff[key].update((logits[c.name] - ref).abs().max())
+        top = {name: out.topk(self.topk, dim=-1).indices.cpu() for name, out in logits.items()}
+        for i in range(labels.numel()):
+            self._rows.append((int(index[i]), int(labels[i]), {n: top[n][i].tolist() for n in top}))
+
+    def on_validation_epoch_end(self) -> None:
+        elapsed = time.perf_counter() - self._t0
+        rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
+        rows.sort(key=lambda r: r[0])
+        results = {}
+        for c in self.candidates:
+            key = _safe(c.name)
+            r = ModelResult(
+                name=c.name,
+                kind=c.kind,
+                preprocessing=c.preprocessing,
+                count=int(self.count.compute()),
+                top1=100 * float(self.top1[key].compute()),
+                top5=100 * float(self.top5[key].compute()),
+                per_class=[100 * float(v) for v in self.per_class[key].compute()],
+            )
+            if key in self.agree:
+                r.agreement = float(self.agree[key].compute())
+                r.max_abs_logit_diff = float(self.maxdiff[key].compute())
+            results[c.name] = r
+        self.results = {
+            "models": results,
+            "rows": rows,
+            "bad_images": sorted(bad),
+            "elapsed_s": max(self._gather([elapsed])),
+        }
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _gather(self, items: list) -> list:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(items)
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, list(items))
+        return [x for part in out for x in part]

@@ -1,0 +1,191 @@
+"""One flat result record (report.json), the same as a readable table (report.md), per-image
+predictions (predictions.csv) and per-class accuracy (per_class.csv), plus the terminal summary.
+
+Everything here is computed from the gathered per-image rows and the synced metrics; nothing
+is measured again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .gate import Check, gate_checks, verdict
+from .real_labels import real_labels_for
+from .stats import mcnemar_exact, wilson_interval
+
+
+def _versions() -> dict:
+    import lightning
+    import torch
+    import torchmetrics
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+    }
+
+
+def compare(rows, image_ids, a: str, b: str) -> dict:
+    """Per-image comparison of model ``a`` (the converted one) with ``b`` (the original)."""
+    only_a = only_b = 0
+    differs = []
+    for idx, label, top in rows:
+        pa, pb = top[a][0], top[b][0]
+        only_a += pa == label and pb != label
+        only_b += pb == label and pa != label
+        if pa != pb:
+            differs.append(image_ids[idx])
+    return {"mcnemar_p": mcnemar_exact(only_a, only_b), "only_converted_correct": only_a,
+            "only_original_correct": only_b, "top1_differs": differs}
+
+
+def real_top1(rows, image_ids, name: str) -> float | None:
+    """ImageNet-ReaL top-1 (images without an acceptable label are left out), or None."""
+    labels = real_labels_for([image_ids[idx] for idx, _, _ in rows]) if rows else None
+    if labels is None:
+        return None
+    judged = [(top[name][0] in real) for (_, _, top), real in zip(rows, labels) if real]
+    return 100 * sum(judged) / len(judged) if judged else None
+
+
+def build_record(*, results: dict, primary: str, reference: str | None, run: dict, variant, image_ids,
+                 full: bool) -> dict:
+    """The flat record. ``run`` carries the settings (model, data, precision, devices, ...)."""
+    models = results["models"]
+    p = models[primary]
+    ref = models.get(reference) if reference else None
+    n = p.count
+    rows = results["rows"]
+    checks: list[Check] = gate_checks(p, ref, variant, n, full)
+    cmp = compare(rows, image_ids, primary, reference) if ref else None
+    lo, hi = wilson_interval(round(p.top1 * n / 100), n, 0.95)
+    elapsed = results["elapsed_s"]
+    record = {
+        "model": run["model"],
+        "variant": variant.name if variant else None,
+        "num_samples": n,
+        "top1": p.top1,
+        "top5": p.top5,
+        "top1_ci95": [lo, hi],
+        "real_top1": real_top1(rows, image_ids, primary),
+        "reference_top1": ref.top1 if ref else None,
+        "agreement": p.agreement if ref else None,
+        "max_abs_logit_diff": p.max_abs_logit_diff if ref else None,
+        "mcnemar_p": cmp["mcnemar_p"] if cmp else None,
+        "gate": verdict(checks),
+        "checks": [c.as_dict() for c in checks],
+        **{k: run[k] for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices", "world_size")},
+        "images_per_second": n / elapsed if elapsed > 0 else None,
+        "subset_sha256": run["subset_sha256"],
+        "versions": _versions(),
+        # beyond the flat core: where the figures came from, and every model side by side
+        "recorded_top1": variant.reference_top1 if variant else None,
+        "data": run["data"],
+        "layout": run["layout"],
+        "subset": run["subset"],
+        "seed": run["seed"],
+        "full_dataset": full,
+        "num_bad_images": len(results["bad_images"]),
+        "bad_images": results["bad_images"],
+        "top1_differs": cmp["top1_differs"] if cmp else None,
+        "models": [
+            {"name": m.name, "kind": m.kind, "preprocessing": m.preprocessing, "top1": m.top1, "top5": m.top5,
+             "agreement_with_original": m.agreement, "max_abs_logit_diff": m.max_abs_logit_diff,
+             **({"mcnemar_p": compare(rows, image_ids, m.name, reference)["mcnemar_p"]} if ref and m.name != reference else {})}
+            for m in models.values()
+        ],
+    }
+    return record
+
+
+def _fmt(v, spec=".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(record: dict) -> list[str]:
+    """The side-by-side table as Markdown lines (also what the terminal shows)."""
+    lines = ["| model | preprocessing | top-1 % | top-5 % | agreement with original % | max abs logit diff | McNemar p |",
+             "|---|---|---|---|---|---|---|"]
+    for m in record["models"]:
+        agree = None if m["agreement_with_original"] is None else 100 * m["agreement_with_original"]
+        lines.append(f"| {m['name']} | {m['preprocessing']} | {_fmt(m['top1'])} | {_fmt(m['top5'])} | "
+                     f"{_fmt(agree, '.3f')} | {_fmt(m['max_abs_logit_diff'], '.3g')} | {_fmt(m.get('mcnemar_p'), '.3g')} |")
+    return lines
+
+
+def markdown(record: dict) -> str:
+    out = [f"# Evaluation of {record['model']}", "", *table(record), "",
+           f"**Gate: {record['gate'].upper()}**", "", "| check | status | detail |", "|---|---|---|"]
+    out += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in record["checks"]]
+    out += ["", "| field | value |", "|---|---|"]
+    skip = {"checks", "models", "top1_differs", "bad_images"}
+    out += [f"| {k} | {json.dumps(v) if isinstance(v, (list, dict)) else v} |" for k, v in record.items() if k not in skip]
+    if record.get("top1_differs"):
+        out += ["", "Images whose top-1 differs from the original: " + ", ".join(record["top1_differs"][:200])]
+    if record.get("bad_images"):
+        out += ["", "Skipped bad images:", *[f"- {m}" for m in record["bad_images"]]]
+    return "\n".join(out) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_reports(output: Path, record: dict, results: dict, image_ids, primary: str, reference: str | None,
+                  class_names: list[str]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    _atomic_write(output / "report.json", json.dumps(record, indent=2) + "\n")
+    _atomic_write(output / "report.md", markdown(record))
+    others = [n for n in results["models"] if n not in (primary, reference)]
+    k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
+    lines = [["image_id", "label", *[f"pred{i + 1}" for i in range(k)], *(["reference_top1"] if reference else []),
+              *[f"{n}_top1" for n in others]]]
+    for idx, label, top in results["rows"]:
+        lines.append([image_ids[idx], label, *top[primary], *([top[reference][0]] if reference else []),
+                      *[top[n][0] for n in others]])
+    _atomic_write(output / "predictions.csv", _csv(lines))
+    counts = [0] * len(class_names)
+    for _, label, _ in results["rows"]:
+        counts[label] += 1
+    pc = [["class_index", "class_name", "images", *[f"{n}_top1" for n in results["models"]]]]
+    for c, name in enumerate(class_names):
+        if counts[c]:
+            pc.append([c, name, counts[c], *[f"{m.per_class[c]:.4f}" for m in results["models"].values()]])
+    _atomic_write(output / "per_class.csv", _csv(pc))
+
+
+def _csv(rows) -> str:
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def print_summary(record: dict, output: Path, stream=sys.stdout) -> None:
+    w = lambda s="": print(s, file=stream)  # noqa: E731
+    w()
+    for line in table(record):
+        w(line)
+    w()
+    lo, hi = record["top1_ci95"]
+    w(f"{record['num_samples']} images, top-1 {record['top1']:.2f}% (95% CI {lo:.2f}-{hi:.2f}), "
+      f"{_fmt(record['images_per_second'], '.1f')} images/s on {record['world_size']} process(es)"
+      + (f", ReaL top-1 {record['real_top1']:.2f}%" if record["real_top1"] is not None else ""))
+    if record["num_bad_images"]:
+        w(f"{record['num_bad_images']} bad image(s) skipped (listed in report.md)")
+    for c in record["checks"]:
+        w(f"  [{c['status']:>8}] {c['name']}: {c['detail']}")
+    w(f"GATE: {record['gate'].upper()}   (reports in {output})")

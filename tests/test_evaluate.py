@@ -1,0 +1,144 @@
+"""python -m evaluate on image folders the tests make (real JPEGs) with converted random-init models."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from evaluate.real_labels import load_real_labels
+from evalkit import evaluate_cli, make_tiny_model, wnids
+from imagegen import make_ilsvrc_imagefolder
+
+REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
+            "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
+            "preprocessing", "precision", "devices", "world_size", "images_per_second", "subset_sha256", "versions"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def val101(tmp_path_factory):
+    """101 ILSVRC2012-named JPEGs in 10 wnid folders (a 10-class subset: indices stay ImageNet's)."""
+    root = tmp_path_factory.mktemp("data") / "val"
+    classes = wnids(10, step=100)
+    files = {w: [1 + i * 10 + k for k in range(10 if i else 11)] for i, w in enumerate(classes)}
+    make_ilsvrc_imagefolder(root, files)
+    return root
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def base_args(tiny, data, out, *more):
+    return ["--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--output", out,
+            "--accelerator", "cpu", "--batch-size", "8", "--num-workers", "1", *more]
+
+
+@pytest.fixture(scope="module")
+def single(tiny, val101, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    r = evaluate_cli(*base_args(tiny, val101, out, "--reference", tiny["pth"], "--devices", "1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_report_fields_and_figures(single, val101):
+    out, r = single
+    rep = json.loads((out / "report.json").read_text())
+    assert set(REQUIRED) <= set(rep)
+    assert rep["num_samples"] == 101 and rep["world_size"] == 1 and rep["gate"] == "pass"
+    assert rep["agreement"] == 1.0 and rep["max_abs_logit_diff"] <= 1e-5 and rep["mcnemar_p"] == 1.0
+    assert rep["img_size"] == 224 and rep["crop_pct"] == 0.875 and rep["interpolation"] == "bicubic"
+    assert {c["name"]: c["status"] for c in rep["checks"]} == {
+        "reference_top1": "pass", "agreement": "pass", "recorded_top1": "not made"}
+    preds = read_csv(out / "predictions.csv")
+    assert len(preds) == 101 and list(preds[0])[:7] == ["image_id", "label", "pred1", "pred2", "pred3", "pred4", "pred5"]
+    # the figures, recomputed independently from the per-image predictions
+    assert rep["top1"] == pytest.approx(100 * sum(p["pred1"] == p["label"] for p in preds) / 101)
+    assert rep["top5"] == pytest.approx(100 * sum(p["label"] in [p[f"pred{i}"] for i in range(1, 6)] for p in preds) / 101)
+    assert rep["reference_top1"] == pytest.approx(100 * sum(p["reference_top1"] == p["label"] for p in preds) / 101)
+    real = load_real_labels()
+    judged = [(int(p["pred1"]) in real[int(p["image_id"][-13:-5]) - 1]) for p in preds if real[int(p["image_id"][-13:-5]) - 1]]
+    assert rep["real_top1"] == pytest.approx(100 * sum(judged) / len(judged))
+    ids = "".join(p["image_id"] + "\n" for p in preds)
+    assert rep["subset_sha256"] == hashlib.sha256(ids.encode()).hexdigest()
+    # class index = position among the 1000 sorted wnids, not among the 10 folders present
+    assert {p["label"] for p in preds} == {str(i * 100) for i in range(10)}
+    assert "GATE: PASS" in r.stdout and (out / "report.md").read_text().count("| converted |") == 1
+    assert len(read_csv(out / "per_class.csv")) == 10
+
+
+def test_two_ddp_processes_count_every_image_once(single, tiny, val101, tmp_path):
+    out1, _ = single
+    r = evaluate_cli(*base_args(tiny, val101, tmp_path, "--reference", tiny["pth"], "--devices", "2", "--strategy", "ddp"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = (json.loads((o / "report.json").read_text()) for o in (out1, tmp_path))
+    assert two["world_size"] == 2 and two["num_samples"] == 101
+    for k in ("top1", "top5", "reference_top1", "agreement", "real_top1", "subset_sha256"):
+        assert one[k] == two[k], k
+    assert read_csv(out1 / "predictions.csv") == read_csv(tmp_path / "predictions.csv")
+
+
+def test_gate_fails_when_one_weight_of_the_converted_model_is_perturbed(tiny, val101, tmp_path):
+    bad = tmp_path / "perturbed"
+    shutil.copytree(tiny["hf"], bad)
+    sd = load_file(bad / "model.safetensors")
+    sd["classifier.bias"][0] += 100.0  # one weight: class 0 now wins everywhere
+    save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
+    r = evaluate_cli("--model", bad, "--config", tiny["yaml"], "--data", val101, "--output", tmp_path / "out",
+                     "--reference", tiny["pth"], "--accelerator", "cpu", "--num-workers", "0")
+    assert r.returncode == 1, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["gate"] == "fail" and rep["agreement"] < 0.999 and rep["max_abs_logit_diff"] > 50
+    assert {c["name"]: c["status"] for c in rep["checks"]}["agreement"] == "fail"
+    assert len(rep["top1_differs"]) == round((1 - rep["agreement"]) * 101)
+
+
+def test_stock_class_and_both_preprocessings_side_by_side(tiny, val101, tmp_path):
+    r = evaluate_cli(*base_args(tiny, val101, tmp_path, "--stock", "--preprocessing", "both", "--reference", tiny["pth"]))
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    rep = json.loads((tmp_path / "report.json").read_text())
+    rows = {m["name"]: m for m in rep["models"]}
+    assert set(rows) == {"stock", "stock (hf)", "original"}
+    assert rows["stock"]["preprocessing"] == "release" and rows["stock (hf)"]["preprocessing"] == "hf"
+    assert rows["stock"]["max_abs_logit_diff"] > 1e-4  # exact GELU is not the original's QuickGELU
+    preds = read_csv(tmp_path / "predictions.csv")
+    assert "stock (hf)_top1" in preds[0]
+
+
+def test_subset_is_deterministic_and_recorded(tiny, val101, tmp_path):
+    reps = []
+    for name in ("a", "b"):
+        r = evaluate_cli(*base_args(tiny, val101, tmp_path / name, "--subset", "20", "--seed", "3"))
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+        reps.append(json.loads((tmp_path / name / "report.json").read_text()))
+    assert reps[0]["num_samples"] == 20 and reps[0]["subset"] == 20 and reps[0]["seed"] == 3
+    assert reps[0]["subset_sha256"] == reps[1]["subset_sha256"]
+    labels = [p["label"] for p in read_csv(tmp_path / "a" / "predictions.csv")]
+    assert sorted(labels.count(l) for l in set(labels)) == [2] * 10  # class-balanced
+
+
+def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = json.loads((tiny["hf"] / "config.json").read_text())
+    vit = ViTForImageClassification(ViTConfig(image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=1,
+                                              num_attention_heads=2, intermediate_size=64, num_labels=1000,
+                                              id2label=cfg["id2label"], label2id=cfg["label2id"]))
+    vit.save_pretrained(tmp_path / "vit")
+    shutil.copy(tiny["hf"] / "preprocessor_config.json", tmp_path / "vit")
+    r = evaluate_cli(*base_args(tiny, val101, tmp_path / "out", "--preprocessing", "hf"), "--model", tmp_path / "vit")
+    assert r.returncode == 1, r.stderr[-3000:]  # evaluated, but no check can be made without --reference
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["models"][0]["kind"] == "auto" and rep["num_samples"] == 101 and rep["gate"] == "not made"
