@@ -174,8 +174,8 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def print_summary(record: dict, output: Path, stream=sys.stdout) -> None:
-    w = lambda s="": print(s, file=stream)  # noqa: E731
+def print_summary(record: dict, output: Path, stream=None) -> None:
+    w = lambda s="": print(s, file=stream or sys.stdout)  # noqa: E731
     w()
     for line in table(record):
         w(line)
