@@ -76,6 +76,12 @@ class ModelResult:
     extra: dict = field(default_factory=dict)
 
 
+def exact_percent(fraction: torch.Tensor, count: int) -> float:
+    """torchmetrics accumulates in float32; the accuracy is a ratio of integers, so recover it exactly
+    (float32 is precise to far better than one image in 2**20)."""
+    return 100 * round(float(fraction) * count) / count if count else float("nan")
+
+
 def _safe(name: str) -> str:
     return "m_" + "".join(c if c.isalnum() else "_" for c in name)
 
@@ -152,15 +158,16 @@ class EvalModule(L.LightningModule):
         rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
         rows.sort(key=lambda r: r[0])
         results = {}
+        count = int(self.count.compute())
         for c in self.candidates:
             key = _safe(c.name)
             r = ModelResult(
                 name=c.name,
                 kind=c.kind,
                 preprocessing=c.preprocessing,
-                count=int(self.count.compute()),
-                top1=100 * float(self.top1[key].compute()),
-                top5=100 * float(self.top5[key].compute()),
+                count=count,
+                top1=exact_percent(self.top1[key].compute(), count),
+                top5=exact_percent(self.top5[key].compute(), count),
                 per_class=[100 * float(v) for v in self.per_class[key].compute()],
             )
             if key in self.agree:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers.models.cvt.modeling_cvt import CvtSelfAttention
 
-import cvt_port
 from cvt_port.attention import (
     CvtSelfAttentionSDPA,
     attention_implementations,
@@ -19,8 +18,9 @@ from cvt_port.attention import (
     use_einsum,
     use_sdpa,
 )
+from cvt_port.conversion import build_pair
 from cvt_port.hf import build_hf_model, hf_config
-from cvt_port.reference import randomize_
+from cvt_port.reference import OriginalCvT, randomize_
 from cvt_port.variants import get_variant
 
 # (variant, input size): CvT-13 at its own size; the W24 layout (heads 3/12/16, head widths 64)
@@ -30,12 +30,15 @@ CASES = [("cvt-13-224", 224), ("cvt-w24-384-22k", 64)]
 
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
 def model_and_input(request):
+    """(converted HF model, input, its einsum logits, the reference OriginalCvT with the same weights)."""
     name, size = request.param
-    model = randomize_(build_hf_model(hf_config(get_variant(name))), seed=3).eval()
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(11))
+    variant = get_variant(name)
+    reference = randomize_(OriginalCvT(variant.architecture), seed=3).eval()
+    _, model = build_pair(reference.state_dict(), variant)  # the HF model, keyed as convert() keys it
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         einsum = model(x).logits
-    yield model, x, einsum
+    yield model, x, einsum, reference
     use_einsum(model)
 
 
@@ -53,7 +56,7 @@ class WrongScale(CvtSelfAttention):
 
 
 def test_sdpa_matches_einsum(model_and_input):
-    model, x, einsum = model_and_input
+    model, x, einsum, _ = model_and_input
     set_attention(model, "sdpa")
     assert attention_implementations(model) == {"sdpa"}
     diff = (logits(model, x) - einsum).abs().max().item()
@@ -62,7 +65,7 @@ def test_sdpa_matches_einsum(model_and_input):
 
 
 def test_use_einsum_restores_bit_identical_output(model_and_input):
-    model, x, einsum = model_and_input
+    model, x, einsum, _ = model_and_input
     use_sdpa(model)
     use_einsum(model)
     assert attention_implementations(model) == {"einsum"}
@@ -72,7 +75,7 @@ def test_use_einsum_restores_bit_identical_output(model_and_input):
 
 def test_the_per_head_scale_would_be_caught(model_and_input):
     """The tolerance above is meaningful: SDPA with its default (per-head) scale is far off."""
-    model, x, einsum = model_and_input
+    model, x, einsum, _ = model_and_input
     modules = [m for m in model.modules() if isinstance(m, CvtSelfAttention)]
     assert all(m.scale == m.embed_dim**-0.5 for m in modules)
     try:
@@ -85,7 +88,7 @@ def test_the_per_head_scale_would_be_caught(model_and_input):
 
 
 def test_bf16_autocast_smoke(model_and_input):
-    model, x, _ = model_and_input
+    model, x, _, _ = model_and_input
     use_sdpa(model)
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -96,31 +99,30 @@ def test_bf16_autocast_smoke(model_and_input):
 
 
 def test_switched_model_pickles_and_copies():
-    model = build_hf_model(hf_config(get_variant("cvt-13-224")))
-    use_sdpa(model)
+    model = use_sdpa(build_hf_model(hf_config(get_variant("cvt-tiny-digits"))))
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert attention_implementations(clone) == {"sdpa"}
         assert all(isinstance(m, CvtSelfAttentionSDPA) for m in clone.modules() if isinstance(m, CvtSelfAttention))
-    assert set(model.state_dict()) == set(use_einsum(copy.deepcopy(model)).state_dict())
+    assert model.state_dict().keys() == use_einsum(copy.deepcopy(model)).state_dict().keys()
 
 
 def test_unknown_implementation_is_rejected():
-    model = build_hf_model(hf_config(get_variant("cvt-13-224")))
+    model = build_hf_model(hf_config(get_variant("cvt-tiny-digits")))
     with pytest.raises(ValueError, match="flash"):
         set_attention(model, "flash")
     assert attention_implementations(model) == {"einsum"}
 
 
-def test_converted_model_under_sdpa_matches_the_untouched_reference(cvt13_checkpoint, tmp_path):
-    path, reference = cvt13_checkpoint
-    model = cvt_port.load_model(cvt_port.convert(path, tmp_path / "cvt-13", log=lambda m: None))
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+def test_sdpa_matches_the_untouched_reference(model_and_input):
+    """Against the ground truth itself; switching the reference is a no-op (it has no CvtSelfAttention)."""
+    model, x, _, reference = model_and_input
     before = {n: type(m) for n, m in reference.named_modules()}
     with torch.no_grad():
         expected = reference(x)
-        set_attention(reference, "sdpa")  # a no-op: the reference has no CvtSelfAttention
+        set_attention(reference, "sdpa")
         assert {n: type(m) for n, m in reference.named_modules()} == before
         assert attention_implementations(reference) == set()
         assert torch.equal(reference(x), expected)
         diff = (set_attention(model, "sdpa")(x).logits - expected).abs().max().item()
+    use_einsum(model)
     assert diff <= 1e-5
