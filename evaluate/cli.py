@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-nodes", type=int, default=1, help="number of nodes (Lightning; SLURM and torchrun are detected)")
     r.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
     r.add_argument("--precision", default="32-true", help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed")
+    r.add_argument("--cache-dir", metavar="DIR", help="read preprocessed pixels from this cache (made by "
+                   "`python -m evaluate cache build ... --cache-dir DIR`); refused if built for other images or settings")
+    r.add_argument("--attention", choices=("einsum", "sdpa"), default="einsum",
+                   help="attention of the Hugging Face models: einsum (as transformers) or fused "
+                   "scaled_dot_product_attention with the CvT scale (default: einsum)")
+    r.add_argument("--compile", action="store_true", help="torch.compile every model before the pass")
     r.add_argument("--output", metavar="DIR", help=f"where reports go (default: ./{DEFAULT_OUTPUT}/)")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
     return p
@@ -85,6 +91,8 @@ def quiet_libraries(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cache"]:
+        return cache_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
@@ -102,6 +110,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def cache_main(argv: list[str]) -> int:
+    """``python -m evaluate cache build --cache-dir DIR [the run's data, subset and preprocessing flags]``."""
+    parser = build_parser()
+    parser.prog = "python -m evaluate cache build"
+    parser.description = ("Decode and resize a data set once into memory-mappable uint8 files keyed by the "
+                          "preprocessing settings and the image list; later runs read it with --cache-dir DIR.")
+    if argv[:1] != ["build"]:
+        parser.error("the only cache command is: cache build")
+    args = parser.parse_args(argv[1:])
+    quiet_libraries(args.verbose)
+    try:
+        if not args.cache_dir:
+            raise BadInput("cache build needs --cache-dir DIR")
+        from .run import build_cache_command
+
+        return build_cache_command(args)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: dic
         "gate": verdict(checks),
         "checks": [c.as_dict() for c in checks],
         **{k: run[k] for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices", "world_size")},
+        **{k: run.get(k) for k in ("attention", "compile", "cache", "cluster_environment")},
         "images_per_second": n / elapsed if elapsed > 0 else None,
         "subset_sha256": run["subset_sha256"],
         "versions": _versions(),

@@ -20,7 +20,7 @@ from .subset import read_subset_file, samples_sha256, select_subset
 
 def build_candidates(args, folder, variant):
     """The models of the side-by-side pass, the primary first. Returns (candidates, primary, reference, variant)."""
-    modes = ["release", "hf"] if args.preprocessing == "both" else [args.preprocessing]
+    modes = _modes(args)
     base_mode = modes[0]
     candidates = []
     reference = None
@@ -41,6 +41,18 @@ def build_candidates(args, folder, variant):
     if getattr(args, "with_stock", False) and primary_kind != "stock":
         candidates.append(Candidate("stock", "stock", load_hf(folder, "stock"), base_mode))
     return candidates, primary, reference, variant, modes
+
+
+def tune_models(candidates, args) -> None:
+    """--attention and --compile, applied to every candidate (the reference keeps its einsum: it is the
+    ground truth; sdpa applies to the Hugging Face models)."""
+    from cvt_port.attention import set_attention
+
+    for c in candidates:
+        if c.kind != "reference":
+            set_attention(c.module, args.attention)
+        if args.compile:
+            c.module = torch.compile(c.module)
 
 
 def build_transforms(modes, variant, folder):
@@ -74,35 +86,68 @@ def choose_samples(args, source):
     return list(source.samples), False
 
 
-def run(args: argparse.Namespace) -> int:
-    import lightning as L
-
-    from .module import EvalDataModule, EvalModule
-    from .report import build_record, print_summary, write_reports
-
+def check_args(args) -> None:
     if not args.model:
         raise BadInput("--model is required (a converted folder or Hub id); run with no arguments for the bundled demo")
     if not args.data:
         raise BadInput("--data is required (an ImageNet validation folder, labels, or dataset)")
     if args.batch_size <= 0 or args.num_workers < 0:
         raise BadInput("--batch-size must be positive and --num-workers not negative")
+
+
+def prepare_data(args, folder, variant):
+    """(source, samples, is_subset): a bad data path is reported before any model is loaded."""
+    source = discover(args.data, label2id=folder.label2id, labels_file=args.labels_file, split=args.split,
+                      image_column=args.image_column, label_column=args.label_column)
+    samples, is_subset = choose_samples(args, source)
+    return source, samples, is_subset
+
+
+def _modes(args) -> list[str]:
+    return ["release", "hf"] if args.preprocessing == "both" else [args.preprocessing]
+
+
+def build_cache_command(args) -> int:
+    from .cache import build_cache
+
+    check_args(args)
+    folder = inspect_folder(args.model)
+    variant = resolve_variant(args.config, folder)
+    source, samples, _ = prepare_data(args, folder, variant)
+    transforms = build_transforms(_modes(args), variant, folder)
+    out = build_cache(Path(args.cache_dir), source, samples, transforms, num_workers=args.num_workers,
+                      skip_bad_images=args.skip_bad_images)
+    print(f"cache of {len(samples)} images ({', '.join(transforms)}) at {out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import lightning as L
+
+    from .module import EvalDataModule, EvalModule
+    from .report import build_record, print_summary, write_reports
+
+    check_args(args)
     folder = inspect_folder(args.model)
     variant = resolve_variant(args.config, folder)
     if args.reference and not Path(args.reference).exists():
         raise BadInput(f"--reference {args.reference}: no such file")
-    # data first: a bad data path is reported before any model is loaded
-    source = discover(args.data, label2id=folder.label2id, labels_file=args.labels_file, split=args.split,
-                      image_column=args.image_column, label_column=args.label_column)
-    samples, is_subset = choose_samples(args, source)
+    source, samples, is_subset = prepare_data(args, folder, variant)
     candidates, primary, reference, variant, modes = build_candidates(args, folder, variant)
     transforms = build_transforms(modes, variant, folder)
+    tune_models(candidates, args)
     num_classes = int(folder.config.get("num_labels") or len(folder.config.get("id2label") or {}) or
                       (variant.architecture.num_classes if variant else 0))
     bad_label = next((s for s in samples if not 0 <= s.label < num_classes), None)
     if bad_label is not None:
         raise BadInput(f"{bad_label.image_id}: label {bad_label.label} is outside the model's {num_classes} classes")
 
-    dataset = EvalDataset(source, samples, transforms)
+    if args.cache_dir:
+        from .cache import open_cache
+
+        dataset = open_cache(Path(args.cache_dir), samples, transforms)
+    else:
+        dataset = EvalDataset(source, samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
     module = EvalModule(candidates, normalizations, num_classes, reference=reference,
                         skip_bad_images=args.skip_bad_images)
@@ -136,8 +181,12 @@ def run(args: argparse.Namespace) -> int:
         "interpolation": pre.interpolation if pre else None,
         "preprocessing": args.preprocessing,
         "precision": str(trainer.precision),
+        "attention": args.attention,
+        "compile": bool(args.compile),
+        "cache": str(args.cache_dir) if args.cache_dir else None,
         "devices": trainer.num_devices,
         "world_size": trainer.world_size,
+        "cluster_environment": _cluster_environment(trainer),
     }
     full = (not is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
@@ -149,6 +198,15 @@ def run(args: argparse.Namespace) -> int:
         write_reports(output, record, results, image_ids, primary, reference, class_names)
         print_summary(record, output)
     return 0 if record["gate"] == "pass" else 1
+
+
+def _cluster_environment(trainer) -> str | None:
+    """How Lightning found its processes (SLURMEnvironment, TorchElasticEnvironment, ...); single-device
+    strategies keep it on the accelerator connector only."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None:
+        env = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
+    return type(env).__name__ if env is not None else None
 
 
 def _devices(value: str):

@@ -1,0 +1,107 @@
+"""Speed and launch options of python -m evaluate: cache, fused attention, compile, bf16, torchrun, SLURM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from evalkit import evaluate_cli, make_tiny_model, wnids
+from imagegen import make_imagefolder
+
+from test_evaluate import read_csv
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "val"
+    make_imagefolder(root, wnids(6, step=37), per_class=4)
+    return root
+
+
+def args(tiny, data, out, *more):
+    return ["--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--output", out, "--reference", tiny["pth"],
+            "--accelerator", "cpu", "--num-workers", "0", "--batch-size", "8", *more]
+
+
+def report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def jpeg_run(tiny, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("jpeg")
+    r = evaluate_cli(*args(tiny, data, out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_cache_gives_bit_identical_predictions_and_refuses_other_settings(tiny, data, jpeg_run, tmp_path):
+    cache = tmp_path / "cache"
+    r = evaluate_cli("cache", "build", "--model", tiny["hf"], "--config", tiny["yaml"], "--data", data,
+                     "--cache-dir", cache, "--num-workers", "0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = evaluate_cli(*args(tiny, data, tmp_path / "out", "--cache-dir", cache))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_csv(jpeg_run / "predictions.csv") == read_csv(tmp_path / "out" / "predictions.csv")
+    a, b = report(jpeg_run), report(tmp_path / "out")
+    assert (a["top1"], a["max_abs_logit_diff"]) == (b["top1"], b["max_abs_logit_diff"]) and b["cache"] == str(cache)
+    # other images, other settings: refused, never silently reused
+    r = evaluate_cli(*args(tiny, data, tmp_path / "o2", "--cache-dir", cache, "--subset", "12"))
+    assert r.returncode == 2 and "another image list" in r.stderr.strip().splitlines()[-1]
+    r = evaluate_cli(*args(tiny, data, tmp_path / "o3", "--cache-dir", cache, "--preprocessing", "both"))
+    assert r.returncode == 2 and f"cache {cache}" in r.stderr.strip().splitlines()[-1]
+
+
+def test_sdpa_attention_keeps_logits_within_1e5(tiny, data, jpeg_run, tmp_path):
+    r = evaluate_cli(*args(tiny, data, tmp_path, "--attention", "sdpa"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(tmp_path)
+    assert rep["attention"] == "sdpa" and rep["max_abs_logit_diff"] <= 1e-5
+    assert [p["pred1"] for p in read_csv(tmp_path / "predictions.csv")] == [
+        p["pred1"] for p in read_csv(jpeg_run / "predictions.csv")]
+
+
+def test_bf16_mixed_precision_reports_its_agreement(tiny, data, tmp_path):
+    r = evaluate_cli(*args(tiny, data, tmp_path, "--precision", "bf16-mixed"))
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    rep = report(tmp_path)
+    assert rep["precision"] == "bf16-mixed" and rep["num_samples"] == 24
+    assert 0 < rep["max_abs_logit_diff"] and rep["agreement"] is not None
+
+
+def test_compile(tiny, data, tmp_path):
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--output", tmp_path,
+                     "--accelerator", "cpu", "--num-workers", "0", "--batch-size", "24", "--compile")
+    assert r.returncode == 1, r.stderr[-3000:]  # no reference: the gate cannot be decided, but the pass ran
+    assert report(tmp_path)["compile"] is True and report(tmp_path)["num_samples"] == 24
+
+
+def test_torchrun_two_processes(tiny, data, jpeg_run, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "evaluate",
+           *map(str, args(tiny, data, tmp_path, "--devices", "2", "--strategy", "ddp"))]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = report(tmp_path)
+    assert rep["world_size"] == 2 and rep["num_samples"] == 24
+    assert rep["cluster_environment"] == "TorchElasticEnvironment"
+    assert read_csv(jpeg_run / "predictions.csv") == read_csv(tmp_path / "predictions.csv")
+
+
+def test_slurm_environment_is_detected(tiny, data, tmp_path):
+    env = {**os.environ, "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "cvt-eval",
+           "SLURM_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1"}
+    r = evaluate_cli(*args(tiny, data, tmp_path, "--verbose"), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert report(tmp_path)["world_size"] == 1 and report(tmp_path)["cluster_environment"] == "SLURMEnvironment"
