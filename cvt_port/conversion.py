@@ -80,16 +80,32 @@ def probe_batch(variant: Variant) -> torch.Tensor:
     return torch.randn(PROBE_BATCH, variant.architecture.in_chans, s, s, generator=g)
 
 
-def build_pair(sd: dict[str, torch.Tensor], variant: Variant):
-    """(reference model, converted HF model), both loaded strictly from the same tensors (no copies)."""
+def read_original(checkpoint: Path, requested: Variant | None) -> tuple[dict[str, torch.Tensor], Variant]:
+    """The checkpoint's tensors (float32) and its variant, every key and shape checked (else BadInput)."""
+    sd = load_state_dict(checkpoint)
+    chosen = choose_variant(checkpoint, infer_shape(checkpoint, sd), all_variants(), requested)
+    with torch.device("meta"):
+        check_keys(checkpoint, sd, OriginalCvT(chosen.architecture))
+    sd = {k: (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t) for k, t in sd.items()}
+    return sd, chosen
+
+
+def reference_model(sd: dict[str, torch.Tensor], variant: Variant) -> OriginalCvT:
+    """Our implementation of the original, holding the very tensors of ``sd`` (strict, no copies)."""
     with torch.device("meta"):
         reference = OriginalCvT(variant.architecture)
     reference.load_state_dict(sd, strict=True, assign=True)
+    return reference.eval()
+
+
+def build_pair(sd: dict[str, torch.Tensor], variant: Variant):
+    """(reference model, converted HF model), both loaded strictly from the same tensors (no copies)."""
+    reference = reference_model(sd, variant)
     mapped, unmapped = convert_keys(sd)
     assert not unmapped, unmapped  # check_keys() has already vetted every key
     hf = build_hf_model(hf_config(variant), device="meta")
     hf.load_state_dict({mapped[k]: t for k, t in sd.items()}, strict=True, assign=True)
-    return reference.eval(), hf.eval()
+    return reference, hf.eval()
 
 
 @torch.no_grad()
@@ -180,14 +196,10 @@ def convert(
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0
 
     log(f"[1/5] reading {checkpoint} ({size / 2**20:.1f} MiB, memory-mapped, weights only)")
-    sd = load_state_dict(checkpoint)
-    shape = infer_shape(checkpoint, sd)
-    chosen = choose_variant(checkpoint, shape, all_variants(), requested)
-    with torch.device("meta"):
-        check_keys(checkpoint, sd, OriginalCvT(chosen.architecture))
-    sd = {k: (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t) for k, t in sd.items()}
-    log(f"      variant {chosen.name}: depth {list(shape.depth)}, widths {list(shape.embed_dim)}, "
-        f"{shape.num_classes} classes, {len(sd)} tensors")
+    sd, chosen = read_original(checkpoint, requested)
+    a = chosen.architecture
+    log(f"      variant {chosen.name}: depth {list(a.depth)}, widths {list(a.embed_dim)}, "
+        f"{a.num_classes} classes, {len(sd)} tensors")
 
     log(f"[2/5] mapping {len(sd)} keys and loading both models (strict)")
     reference, hf = build_pair(sd, chosen)

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from cvt_port.errors import BadInput
 

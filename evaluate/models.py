@@ -15,11 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cvt_port.checkpoint import choose_variant, infer_shape, load_state_dict
-from cvt_port.conversion import check_keys
+from cvt_port.conversion import read_original, reference_model
 from cvt_port.errors import BadInput
-from cvt_port.reference import OriginalCvT
-from cvt_port.variants import Variant, all_variants, get_variant
+from cvt_port.variants import Variant, get_variant
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -110,15 +108,8 @@ def load_hf(folder: LoadedFolder, kind: str) -> nn.Module:
 
 def load_reference(pth: str, variant: Variant | None) -> tuple[nn.Module, Variant]:
     """An original release file in our reference implementation (strict: every key, every shape)."""
-    path = Path(pth)
-    sd = load_state_dict(path)
-    chosen = choose_variant(path, infer_shape(path, sd), all_variants(), variant)
-    with torch.device("meta"):
-        model = OriginalCvT(chosen.architecture)
-    check_keys(path, sd, model)
-    model.load_state_dict({k: v.float() for k, v in sd.items()} if any(
-        v.is_floating_point() and v.dtype != torch.float32 for v in sd.values()) else sd, strict=True, assign=True)
-    return model.eval(), chosen
+    sd, chosen = read_original(Path(pth), variant)
+    return reference_model(sd, chosen), chosen
 
 
 def resolve_variant(config: str | None, folder: LoadedFolder | None) -> Variant | None:

@@ -27,3 +27,11 @@ def cvt13_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "CvT-13-224x224-IN-1k.pth"
     model = save_release_checkpoint("cvt-13-224", path)
     return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny 1000-class CvT in the release format, converted with cvt_port (see evalkit)."""
+    from evalkit import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -8,21 +8,15 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from evaluate.real_labels import load_real_labels
-from evalkit import evaluate_cli, make_tiny_model, wnids
+from evalkit import evaluate_cli, wnids
 from imagegen import make_ilsvrc_imagefolder
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
             "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
             "preprocessing", "precision", "devices", "world_size", "images_per_second", "subset_sha256", "versions"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

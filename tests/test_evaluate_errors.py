@@ -8,13 +8,8 @@ import shutil
 import pytest
 
 from evaluate.cli import main
-from evalkit import evaluate_cli, make_tiny_model, wnids
+from evalkit import evaluate_cli, wnids
 from imagegen import make_flat, make_imagefolder, write_corrupt, write_truncated_jpeg
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,10 @@ import sys
 
 import pytest
 
-from evalkit import evaluate_cli, make_tiny_model, wnids
+from evalkit import evaluate_cli, wnids
 from imagegen import make_imagefolder
 
 from test_evaluate import read_csv
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """--push-to-hub: everything up to the network call is real; only the Hub's network is mocked."""
 
-import pytest
 from huggingface_hub import HfApi
 
 from cvt_port.cli import main
