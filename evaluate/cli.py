@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a converted CvT (and optionally the original .pth, on the same batches) on an "
         "ImageNet-style validation set, and gate the release. With no arguments: the bundled end-to-end demo. "
         "Exit status: 0 gate passed, 1 a check failed or none could be made, 2 bad input.",
+        epilog="Repeated runs: `python -m evaluate cache build --cache-dir DIR [the same model/config/data/subset/"
+        "preprocessing flags]` decodes and resizes once; then pass --cache-dir DIR.",
     )
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--config", metavar="VARIANT", help="variant name or configs/<variant>.yaml (preprocessing, "

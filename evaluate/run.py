@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from .report import build_record, print_summary, write_reports
 
     check_args(args)
+    trainer = make_trainer(L, args)  # before any loading: an impossible device setting fails fast
     folder = inspect_folder(args.model)
     variant = resolve_variant(args.config, folder)
     if args.reference and not Path(args.reference).exists():
@@ -151,19 +152,8 @@ def run(args: argparse.Namespace) -> int:
     module = EvalModule(candidates, normalizations, num_classes, reference=reference,
                         skip_bad_images=args.skip_bad_images)
     dm = EvalDataModule(dataset, args.batch_size, args.num_workers)
-    trainer = L.Trainer(
-        accelerator=args.accelerator,
-        devices=_devices(args.devices),
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        precision=args.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,  # ShardSampler: every image exactly once
-        inference_mode=True,
-    )
     trainer.validate(module, datamodule=dm, verbose=False)
+
     results = module.results
 
     image_ids = [s.image_id for s in samples]
@@ -197,6 +187,26 @@ def run(args: argparse.Namespace) -> int:
         write_reports(output, record, results, image_ids, primary, reference, class_names)
         print_summary(record, output)
     return 0 if record["gate"] == "pass" else 1
+
+
+def make_trainer(L, args):
+    """Lightning's Trainer; a device/strategy/precision it cannot provide is bad input (exit 2)."""
+    try:
+        return L.Trainer(
+            accelerator=args.accelerator,
+            devices=_devices(args.devices),
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            precision=args.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # ShardSampler: every image exactly once
+            inference_mode=True,
+        )
+    except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise BadInput(f"--accelerator/--devices/--num-nodes/--strategy/--precision: {first}") from None
 
 
 def _cluster_environment(trainer) -> str | None:

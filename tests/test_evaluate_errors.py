@@ -102,3 +102,11 @@ def test_usage_error_exits_2():
     with pytest.raises(SystemExit) as e:
         main(["--batch-size", "many"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("flags", [["--precision", "fp7"], ["--accelerator", "tpu"], ["--strategy", "nonsense"]])
+def test_impossible_device_settings_are_bad_input(tiny, good_data, tmp_path, capsys, flags):
+    code = main(["--model", str(tiny["hf"]), "--config", str(tiny["yaml"]), "--data", str(good_data),
+                 "--output", str(tmp_path), *flags])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("error: --accelerator/--devices/--num-nodes/--strategy/--precision:")
