@@ -42,6 +42,18 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far. /proc's VmHWM belongs to this address space;
+    getrusage's ru_maxrss survives exec, so a child of a big process would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -236,7 +248,7 @@ def convert(
         hf.save_pretrained(tmp)
         make_image_processor(chosen).save_pretrained(tmp)
         facts["wall_time_s"] = round(time.perf_counter() - t0, 3)
-        facts["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        facts["peak_rss_mib"] = peak_rss_mib()
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(facts))
         _replace_dir(tmp, output_dir)
