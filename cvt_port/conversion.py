@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -216,21 +217,25 @@ def convert(
     log(f"[2/5] mapping {len(sd)} keys and loading both models (strict)")
     reference, hf = build_pair(sd, chosen)
 
-    log(f"[3/5] checking parity on a probe batch of {PROBE_BATCH} inputs at {PROBE_SIZE}x{PROBE_SIZE}")
-    parity = measure_parity(reference, hf, probe_batch(chosen))
-    log(f"      max |logit diff| {parity['max_abs_logit_diff']:.3g} (tolerance {PARITY_TOLERANCE:g}); "
-        f"stock GELU class drifts {parity['stock_gelu_max_abs_logit_diff']:.3g}")
-    if not parity["max_abs_logit_diff"] <= PARITY_TOLERANCE:
-        raise ParityError(
-            f"{checkpoint}: converted model differs from the original by {parity['max_abs_logit_diff']:.3g} "
-            f"(> {PARITY_TOLERANCE:g}) on the probe batch; nothing was saved"
-        )
-
-    log(f"[4/5] hashing {checkpoint.name}")
+    # the file's sha256 is computed in a thread while the probe runs (hashlib releases the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sha = pool.submit(sha256_file, checkpoint)
+        log(f"[3/5] checking parity on a probe batch of {PROBE_BATCH} inputs at {PROBE_SIZE}x{PROBE_SIZE} "
+            f"(hashing {checkpoint.name} meanwhile)")
+        parity = measure_parity(reference, hf, probe_batch(chosen))
+        log(f"      max |logit diff| {parity['max_abs_logit_diff']:.3g} (tolerance {PARITY_TOLERANCE:g}); "
+            f"stock GELU class drifts {parity['stock_gelu_max_abs_logit_diff']:.3g}")
+        if not parity["max_abs_logit_diff"] <= PARITY_TOLERANCE:
+            raise ParityError(
+                f"{checkpoint}: converted model differs from the original by {parity['max_abs_logit_diff']:.3g} "
+                f"(> {PARITY_TOLERANCE:g}) on the probe batch; nothing was saved"
+            )
+        log("[4/5] waiting for the source sha256")
+        digest = sha.result()
     facts = {
         "cvt_port_version": _package_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"file": checkpoint.name, "sha256": sha256_file(checkpoint), "size_bytes": size},
+        "source": {"file": checkpoint.name, "sha256": digest, "size_bytes": size},
         "variant": chosen.name,
         "variant_config": chosen.path.name if chosen.path else None,
         "hub_id": chosen.hub_id,

@@ -121,6 +121,15 @@ class EvalModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._rows, self._bad_messages = [], []
         self._t0 = time.perf_counter()
+        self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
+
+    def _forward(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
+        """The reference is the ground truth: it always runs in float32, outside any autocast, so
+        --precision bf16-mixed is judged against the original as released."""
+        if c.kind == "reference" and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.models[_safe(c.name)](x.float()).float()
+        return self.models[_safe(c.name)](x).float()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         ok = batch["ok"]
@@ -137,7 +146,7 @@ class EvalModule(L.LightningModule):
         for c in self.candidates:
             key = _safe(c.name)
             x = self.normalizations[c.preprocessing](batch["pixels"][c.preprocessing][ok])
-            out = self.models[key](x).float()
+            out = self._forward(c, x)
             logits[c.name] = out
             self.top1[key].update(out, labels)
             self.top5[key].update(out, labels)
@@ -152,9 +161,14 @@ class EvalModule(L.LightningModule):
         top = {name: out.topk(self.topk, dim=-1).indices.cpu() for name, out in logits.items()}
         for i in range(labels.numel()):
             self._rows.append((int(index[i]), int(labels[i]), {n: top[n][i].tolist() for n in top}))
+        if self._t_first is None:
+            self._t_first, self._n_first = time.perf_counter(), labels.numel()
 
     def on_validation_epoch_end(self) -> None:
-        elapsed = time.perf_counter() - self._t0
+        now = time.perf_counter()
+        elapsed = now - self._t0
+        # steady state: after each rank's first batch (kernel selection, torch.compile, worker warm-up)
+        firsts = self._gather([(self._n_first, now - self._t_first if self._t_first else 0.0)])
         rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
         rows.sort(key=lambda r: r[0])
         results = {}
@@ -179,6 +193,8 @@ class EvalModule(L.LightningModule):
             "rows": rows,
             "bad_images": sorted(bad),
             "elapsed_s": max(self._gather([elapsed])),
+            "first_batch_images": sum(n for n, _ in firsts),
+            "steady_s": max(t for _, t in firsts),
         }
 
     # -- helpers -------------------------------------------------------------------------------

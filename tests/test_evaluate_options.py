@@ -66,12 +66,16 @@ def test_sdpa_attention_keeps_logits_within_1e5(tiny, data, jpeg_run, tmp_path):
         p["pred1"] for p in read_csv(jpeg_run / "predictions.csv")]
 
 
-def test_bf16_mixed_precision_reports_its_agreement(tiny, data, tmp_path):
+def test_bf16_mixed_is_judged_against_the_float32_original(tiny, data, jpeg_run, tmp_path):
     r = evaluate_cli(*args(tiny, data, tmp_path, "--precision", "bf16-mixed"))
     assert r.returncode in (0, 1), r.stderr[-3000:]
-    rep = report(tmp_path)
+    rep, fp32 = report(tmp_path), report(jpeg_run)
     assert rep["precision"] == "bf16-mixed" and rep["num_samples"] == 24
     assert 0 < rep["max_abs_logit_diff"] and rep["agreement"] is not None
+    # the original runs in float32 outside autocast: exactly the float32 run's original
+    assert rep["reference_top1"] == fp32["reference_top1"]
+    assert [p["reference_top1"] for p in read_csv(tmp_path / "predictions.csv")] == [
+        p["reference_top1"] for p in read_csv(jpeg_run / "predictions.csv")]
 
 
 def test_compile(tiny, data, tmp_path):
@@ -100,3 +104,25 @@ def test_slurm_environment_is_detected(tiny, data, tmp_path):
     r = evaluate_cli(*args(tiny, data, tmp_path, "--verbose"), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert report(tmp_path)["world_size"] == 1 and report(tmp_path)["cluster_environment"] == "SLURMEnvironment"
+
+
+def test_reference_runs_in_float32_inside_autocast(tiny):
+    import torch
+
+    from evaluate.models import Candidate
+    from evaluate.module import EvalModule
+    from evaluate.preprocess import Normalization
+
+    ref = tiny["reference"]
+    converted = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(1000))
+    module = EvalModule([Candidate("original", "reference", ref, "release"),
+                         Candidate("converted", "auto", converted, "release")],
+                        {"release": Normalization((0.5,) * 3, (0.5,) * 3)}, 1000, reference="original")
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fp32 = ref(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = module._forward(module.candidates[0], x)
+            plain = ref(x).float()  # what autocast would have made of it
+    assert torch.equal(inside, fp32)
+    assert not torch.equal(plain, fp32)
