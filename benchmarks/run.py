@@ -61,23 +61,6 @@ TARGETS = {
     "sdpa_max_abs_logit_diff": ("<=", 1e-5),
 }
 
-# the tiny CvT of the tests (tests/evalkit.py TINY_IMAGENET), written to the work folder as a YAML
-TINY_VARIANT = {
-    "name": "bench-tiny-imagenet",
-    "architecture": {
-        "depth": [1, 2, 3], "num_heads": [1, 2, 4], "embed_dim": [16, 32, 64],
-        "patch_sizes": [7, 3, 3], "patch_stride": [4, 2, 2], "patch_padding": [2, 1, 1],
-        "mlp_ratio": 4.0, "cls_token": [False, False, True], "num_classes": 1000, "in_chans": 3,
-        "activation": "quick_gelu",
-    },
-    "preprocessing": {
-        "img_size": 224, "resize": "shorter_side_then_center_crop", "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-    },
-    "labels": "imagenet-1k",
-    "reference": {"top1": None, "num_samples": 50000},
-    "gate": {"top1_tolerance": 0.1, "min_agreement": 0.999},
-}
 
 
 # --------------------------------------------------------------------------- plan
@@ -432,11 +415,9 @@ class Bench:
         models = self.work / "models"
         models.mkdir(parents=True, exist_ok=True)
         if self.plan.eval_variant == "tiny":
-            import yaml
+            from cvt_port.variants import TESTING_CONFIGS_DIR
 
-            cfg = models / "bench-tiny-imagenet.yaml"
-            cfg.write_text(yaml.safe_dump(TINY_VARIANT))
-            self.config = str(cfg)
+            self.config = str(TESTING_CONFIGS_DIR / "tiny-imagenet.yaml")
             pth = models / "bench-tiny.pth"
         else:
             self.config = self.plan.eval_variant
@@ -748,8 +729,8 @@ class Bench:
             "reference_run": ref_bf16,
             "agreement_with_original": ref_bf16.get("agreement"),
             "max_abs_logit_diff_vs_original": ref_bf16.get("max_abs_logit_diff"),
-            "note": "under bf16-mixed the original runs under the same autocast, so the --reference figures "
-                    "compare bf16 with bf16; top1_agreement_with_fp32_run compares the predictions.csv of a "
+            "note": "the original always runs in float32 outside autocast, so the --reference figures compare "
+                    "bf16 with the float32 original; top1_agreement_with_fp32_run compares the predictions.csv of a "
                     "bf16 run with a float32 run, and the bare figures bf16 autocast with float32 logits",
             "top1_agreement_with_fp32_run": agree_fp32,
             "bare_bf16_vs_fp32_max_abs_logit_diff": compare.get("bf16_vs_fp32_max_abs_logit_diff"),

@@ -16,6 +16,7 @@ import yaml
 from .errors import BadInput
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+TESTING_CONFIGS_DIR = CONFIGS_DIR / "testing"  # tiny variants for tests and benchmarks; never inferred
 
 
 @dataclass(frozen=True)

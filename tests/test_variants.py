@@ -3,7 +3,7 @@
 import pytest
 
 from cvt_port.reference import OriginalCvT
-from cvt_port.variants import all_variants, get_variant, release_variants, variant_files, load_variant_file
+from cvt_port.variants import TESTING_CONFIGS_DIR, all_variants, get_variant, release_variants, variant_files, load_variant_file
 from cvt_port.errors import BadInput
 import torch
 
@@ -23,7 +23,7 @@ SPEC_PARAMS_M = {"CvT-13": 20.0, "CvT-21": 31.6, "CvT-W24": 277.3}
 def test_every_config_file_loads():
     files = variant_files()
     assert len(files) >= 7
-    for f in files:
+    for f in files + sorted(TESTING_CONFIGS_DIR.glob("*.yaml")):
         v = load_variant_file(f)
         assert v.name == f.stem, f
         assert len(v.architecture.depth) == len(v.architecture.num_heads) == len(v.architecture.embed_dim)
