@@ -697,6 +697,15 @@ class Bench:
         }
 
     # -- 4 -----------------------------------------------------------------------------------
+    def option_runs(self, tag: str, flags: tuple, sub) -> tuple[list[dict], dict]:
+        """(speed runs, one --reference run) of a harness option; with --tiny one run with --reference
+        serves for both, to save process starts."""
+        if self.plan.tiny:
+            ref = self.harness(f"s4-{tag}-ref", *flags, reference=True)
+            return [ref], ref
+        runs = [self.harness(f"s4-{tag}-r{r}", *flags) for r in range(self.plan.repeats)]
+        return runs, self.harness(f"s4-ref-{tag}", *flags, subset=sub, reference=True)
+
     def section4(self, s1: dict) -> dict:
         import torch
 
@@ -712,13 +721,8 @@ class Bench:
         # exactness of the default path (the einsum baseline of the sdpa comparison)
         ref_einsum = self.harness("s4-ref-fp32-einsum", subset=sub, reference=True)
 
-        # bf16-mixed (--tiny: one run with --reference serves for both, to save a process start)
-        if p.tiny:
-            ref_bf16 = self.harness("s4-bf16-ref", "--precision", "bf16-mixed", reference=True)
-            bf16 = [ref_bf16]
-        else:
-            bf16 = [self.harness(f"s4-bf16-r{r}", "--precision", "bf16-mixed") for r in range(p.repeats)]
-            ref_bf16 = self.harness("s4-ref-bf16", "--precision", "bf16-mixed", subset=sub, reference=True)
+        # bf16-mixed
+        bf16, ref_bf16 = self.option_runs("bf16", ("--precision", "bf16-mixed"), sub)
         bf16_med = median(self.ips(bf16))
         agree_fp32 = _top1_agreement(Path(s1["harness"]["runs"][0]["output"]) / "predictions.csv",
                                      Path(bf16[0]["output"]) / "predictions.csv")
@@ -738,12 +742,7 @@ class Bench:
         }
 
         # sdpa
-        if p.tiny:
-            ref_sdpa = self.harness("s4-sdpa-ref", "--attention", "sdpa", reference=True)
-            sdpa = [ref_sdpa]
-        else:
-            sdpa = [self.harness(f"s4-sdpa-r{r}", "--attention", "sdpa") for r in range(p.repeats)]
-            ref_sdpa = self.harness("s4-ref-sdpa", "--attention", "sdpa", subset=sub, reference=True)
+        sdpa, ref_sdpa = self.option_runs("sdpa", ("--attention", "sdpa"), sub)
         sdpa_med = median(self.ips(sdpa))
         diff = ref_sdpa.get("max_abs_logit_diff")
         out["sdpa"] = {
