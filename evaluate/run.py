@@ -18,7 +18,8 @@ from .subset import read_subset_file, samples_sha256, select_subset
 
 
 def build_candidates(args, folder, variant):
-    """The models of the side-by-side pass, the primary first. Returns (candidates, primary, reference, variant)."""
+    """The models of the side-by-side pass, the primary first: (candidates, primary, reference, variant, modes).
+    With --reference the variant may be read off the original weights when no --config gave it."""
     modes = _modes(args)
     base_mode = modes[0]
     candidates = []
