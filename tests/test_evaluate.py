@@ -10,6 +10,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
+from cvt_port.labels import wnid_to_index
 from evaluate.real_labels import load_real_labels
 from evalkit import evaluate_cli, wnids
 from imagegen import make_ilsvrc_imagefolder
@@ -136,3 +137,25 @@ def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
     assert r.returncode == 1, r.stderr[-3000:]  # evaluated, but no check can be made without --reference
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["models"][0]["kind"] == "auto" and rep["num_samples"] == 101 and rep["gate"] == "not made"
+
+
+def test_subset_file_and_flat_layout_through_the_cli(tiny, tmp_path):
+    from imagegen import make_flat
+
+    flat = tmp_path / "flat"
+    make_flat(flat, range(1, 13))
+    wn = wnids(3, step=5)
+    (flat / "val_labels.txt").write_text("".join(wn[i % 3] + "\n" for i in range(12)))
+    pinned = ["ILSVRC2012_val_00000007.JPEG", "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000011.JPEG"]
+    (tmp_path / "subset.txt").write_text("\n".join(pinned) + "\n")
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", flat, "--output", tmp_path / "out",
+                     "--subset-file", tmp_path / "subset.txt", "--accelerator", "cpu", "--num-workers", "0")
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["layout"] == "flat" and rep["num_samples"] == 3 and rep["subset"] == 3
+    assert rep["subset_sha256"] == hashlib.sha256("".join(p + "\n" for p in pinned).encode()).hexdigest()
+    preds = read_csv(tmp_path / "out" / "predictions.csv")
+    # labels from the file by the number in the name: image n has wnid wn[(n - 1) % 3]
+    assert {p["image_id"]: p["label"] for p in preds} == {
+        p: str(wnid_to_index()[wn[(int(p[15:23]) - 1) % 3]]) for p in pinned}
+    assert rep["real_top1"] is not None  # ILSVRC2012 validation file names: ReaL labels apply
