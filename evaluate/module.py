@@ -185,7 +185,7 @@ class EvalModule(L.LightningModule):
                 per_class=[100 * float(v) for v in self.per_class[key].compute()],
             )
             if key in self.agree:
-                r.agreement = float(self.agree[key].compute())
+                r.agreement = exact_percent(self.agree[key].compute(), count) / 100  # exact: the gate tests >= 99.9%
                 r.max_abs_logit_diff = float(self.maxdiff[key].compute())
             results[c.name] = r
         self.results = {
