@@ -30,6 +30,26 @@ def test_folder_holds_everything(converted):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_weights_and_config_are_what_save_pretrained_writes(converted, tmp_path):
+    """convert() writes model.safetensors itself (while transformers imports) and config.json from
+    the config: both byte for byte what CvtForImageClassification.save_pretrained writes."""
+    out, _ = converted
+    cvt_port.load_model(out).save_pretrained(tmp_path)
+    for name in ("model.safetensors", "config.json"):
+        assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_folder_permissions_follow_the_umask(converted):
+    out, _ = converted
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        p.name: 0o666 & ~umask for p in out.iterdir()}  # not safetensors' 0600
+
+
 def test_config_records_activation_and_imagenet_labels(converted):
     out, _ = converted
     cfg = json.loads((out / "config.json").read_text())
