@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attention", choices=("einsum", "sdpa"), default="einsum",
                    help="attention of the Hugging Face models: einsum (as transformers) or fused "
                    "scaled_dot_product_attention with the CvT scale (default: einsum)")
-    r.add_argument("--compile", action="store_true", help="torch.compile every model before the pass")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile every model before the pass (a short last batch is padded: one graph, no recompilation)")
     r.add_argument("--output", metavar="DIR", help=f"where reports go (default: ./{DEFAULT_OUTPUT}/)")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
     return p

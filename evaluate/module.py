@@ -96,8 +96,10 @@ class EvalModule(L.LightningModule):
         num_classes: int,
         reference: str | None = None,
         skip_bad_images: bool = False,
+        pad_to: int | None = None,
     ):
         super().__init__()
+        self.pad_to = pad_to
         self.candidates = candidates
         self.models = nn.ModuleDict({_safe(c.name): c.module for c in candidates})
         self.normalizations = normalizations
@@ -125,11 +127,20 @@ class EvalModule(L.LightningModule):
 
     def _forward(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
         """The reference is the ground truth: it always runs in float32, outside any autocast, so
-        --precision bf16-mixed is judged against the original as released."""
+        --precision bf16-mixed is judged against the original as released.
+
+        With ``pad_to`` (--compile), a short batch (the last one, or one with skipped images) is
+        padded with zero images to the full batch size and the padding's outputs dropped: one
+        compiled graph serves the whole pass instead of a recompilation for the new shape. In eval
+        mode every image's logits depend on that image alone (BatchNorm uses running statistics)."""
+        n = x.shape[0]
+        if self.pad_to and n < self.pad_to:
+            x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
+        model = self.models[_safe(c.name)]
         if c.kind == "reference" and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return self.models[_safe(c.name)](x.float()).float()
-        return self.models[_safe(c.name)](x).float()
+                return model(x.float()).float()[:n]
+        return model(x).float()[:n]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         ok = batch["ok"]

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = EvalDataset(source, samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
     module = EvalModule(candidates, normalizations, num_classes, reference=reference,
-                        skip_bad_images=args.skip_bad_images)
+                        skip_bad_images=args.skip_bad_images, pad_to=args.batch_size if args.compile else None)
     dm = EvalDataModule(dataset, args.batch_size, args.num_workers)
     trainer.validate(module, datamodule=dm, verbose=False)
 

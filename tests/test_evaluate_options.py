@@ -78,11 +78,16 @@ def test_bf16_mixed_is_judged_against_the_float32_original(tiny, data, jpeg_run,
         p["reference_top1"] for p in read_csv(jpeg_run / "predictions.csv")]
 
 
-def test_compile(tiny, data, tmp_path):
-    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--output", tmp_path,
-                     "--accelerator", "cpu", "--num-workers", "0", "--batch-size", "24", "--compile")
-    assert r.returncode == 1, r.stderr[-3000:]  # no reference: the gate cannot be decided, but the pass ran
-    assert report(tmp_path)["compile"] is True and report(tmp_path)["num_samples"] == 24
+def test_compile_pads_the_short_last_batch_instead_of_recompiling(tiny, data, jpeg_run, tmp_path):
+    # 24 images in batches of 10: the last batch holds 4 and is padded to 10, so one graph per model
+    r = evaluate_cli(*args(tiny, data, tmp_path, "--compile", "--batch-size", "10"),
+                     env={**os.environ, "TORCH_LOGS": "recompiles"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Recompiling function" not in r.stderr, r.stderr[-3000:]
+    rep = report(tmp_path)
+    assert rep["compile"] is True and rep["num_samples"] == 24
+    # the padding's outputs are dropped: the very predictions of the eager run in batches of 8
+    assert read_csv(tmp_path / "predictions.csv") == read_csv(jpeg_run / "predictions.csv")
 
 
 def test_torchrun_two_processes(tiny, data, jpeg_run, tmp_path):
