@@ -644,9 +644,10 @@ class Bench:
         size = path.stat().st_size
         progress(f"  {size / 2**20:.0f} MiB in {make_s:.1f} s")
 
-        convert, baseline = [], []
+        convert, baseline, floor = [], [], []
         for r in range(p.repeats):
             out = conv_dir / f"hf-r{r}"
+            os.sync()  # every timed run starts with no dirty pages from the one before (writeback is shared)
             rec = self.runner.run(f"convert-r{r}", [self.py, "-m", "cvt_port", "convert", path, out, *variant_flag])
             facts = out / "conversion.json"
             if facts.is_file():
@@ -662,15 +663,22 @@ class Bench:
             progress(f"  convert r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, peak RSS {rec['peak_rss_mib']:.0f} MiB")
 
             target = conv_dir / f"baseline-r{r}.safetensors"
+            os.sync()
             rec = self.runner.run(f"baseline-r{r}", [self.py, "-c", BASELINE_SCRIPT, path, target])
             rec["output_bytes"] = target.stat().st_size if target.is_file() else None
             target.unlink(missing_ok=True)
             baseline.append(slim(rec))
             progress(f"  baseline r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, peak RSS {rec['peak_rss_mib']:.0f} MiB")
+
+            os.sync()
+            rec = self.runner.run(f"import-floor-r{r}", [self.py, "-c", IMPORT_FLOOR_SCRIPT])
+            floor.append(slim(rec))
+            progress(f"  import floor r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s")
         path.unlink(missing_ok=True)
 
         ok = lambda runs: [r for r in runs if r["rc"] == 0]  # noqa: E731
         cw, bw = median([r["wall_s"] for r in ok(convert)]), median([r["wall_s"] for r in ok(baseline)])
+        fw = median([r["wall_s"] for r in ok(floor)])
         crss = max([r["peak_rss_mib"] for r in ok(convert)], default=None)
         brss = max([r["peak_rss_mib"] for r in ok(baseline)], default=None)
         size_mib = size / 2**20
@@ -679,8 +687,10 @@ class Bench:
         return {
             "description": "wall time of a `python -m cvt_port convert FILE OUT` subprocess vs a subprocess doing "
                            "torch.load(mmap=True, weights_only=True) + safetensors save_file of the same tensors "
-                           "(interpreter and imports in both); peak RSS from os.wait4 of each subprocess; the file "
-                           "was just written, so it is in the page cache for every run",
+                           "(interpreter and imports in both; os.sync() before each run); peak RSS from os.wait4 of "
+                           "each subprocess; the file was just written, so it is in the page cache for every run. "
+                           "import_floor: a subprocess that only imports torch and transformers' CvT model, the "
+                           "least any converter pays that runs the converted model to check it",
             "variant": variant.name, "file": path.name, "file_bytes": size, "file_mib": round(size_mib, 1),
             "make_file_s": round(make_s, 2),
             "convert": {"runs": convert, "wall_s": [r["wall_s"] for r in convert], "median_wall_s": cw,
@@ -689,6 +699,10 @@ class Bench:
                         "median_in_process_wall_time_s": median([r.get("in_process_wall_time_s") for r in convert])},
             "baseline": {"runs": baseline, "wall_s": [r["wall_s"] for r in baseline], "median_wall_s": bw,
                          "peak_rss_mib": [r["peak_rss_mib"] for r in baseline], "max_peak_rss_mib": brss},
+            "import_floor": {"runs": floor, "wall_s": [r["wall_s"] for r in floor], "median_wall_s": fw,
+                             "ratio_to_baseline": ratio(fw, bw),
+                             "budget_left_at_target_s": round(1.5 * bw - fw, 2) if fw and bw else None,
+                             "convert_minus_floor_s": round(cw - fw, 2) if fw and cw else None},
             "wall_ratio": wall, "wall_target": target_dict("conversion_wall"),
             "wall_met": met(wall["value"], TARGETS["conversion_wall"]),
             "rss_ratio": rss, "rss_target": target_dict("conversion_rss"),
@@ -844,6 +858,13 @@ class Bench:
         }
 
 
+IMPORT_FLOOR_SCRIPT = """\
+import gc
+import torch
+import transformers.models.cvt.modeling_cvt
+gc.freeze()  # as python -m cvt_port does before it exits
+"""
+
 BASELINE_SCRIPT = """\
 import sys
 import torch
@@ -997,6 +1018,12 @@ def build_table(results: dict) -> list[dict]:
             f"convert {_fmt(c['median_wall_s'], '.1f')} s (in-process {_fmt(c['median_in_process_wall_time_s'], '.1f')} s)"
             f" / baseline load+save_file {_fmt(b['median_wall_s'], '.1f')} s",
             fr(s3["wall_ratio"], ".2f", "x"), "<= 1.5x", yn(s3["wall_met"]))
+        fl = s3.get("import_floor") or {}
+        row("3", "convert: import floor / baseline",
+            f"import torch + transformers' CvT only {_fmt(fl.get('median_wall_s'), '.1f')} s; leaves "
+            f"{_fmt(fl.get('budget_left_at_target_s'), '.2f')} s of the 1.5x budget; convert spends "
+            f"{_fmt(fl.get('convert_minus_floor_s'), '.2f')} s beyond it",
+            fr(fl.get("ratio_to_baseline") or {"value": None}, ".2f", "x"), "(bound)", "-")
         row("3", "convert: peak RSS / file size",
             f"convert {_fmt(c['max_peak_rss_mib'], '.0f')} MiB (baseline {_fmt(b['max_peak_rss_mib'], '.0f')} MiB) / "
             f"file {s3['file_mib']:.0f} MiB", fr(s3["rss_ratio"], ".2f", "x"), "<= 1.5x", yn(s3["rss_met"]))

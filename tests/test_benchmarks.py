@@ -107,6 +107,10 @@ def test_results_have_every_section_with_figures_and_ratios(tiny_run):
     assert s3["wall_ratio"]["denominator"] == s3["baseline"]["median_wall_s"]
     assert s3["rss_ratio"]["denominator"] == pytest.approx(s3["file_bytes"] / 2**20)
     assert _number(s3["convert"]["max_peak_rss_mib"]) and s3["wall_met"] in (True, False)
+    floor = s3["import_floor"]  # the least a converter that runs the converted model pays
+    assert all(x["rc"] == 0 for x in floor["runs"]) and len(floor["runs"]) == len(s3["convert"]["runs"])
+    assert floor["ratio_to_baseline"]["numerator"] == floor["median_wall_s"]
+    assert floor["ratio_to_baseline"]["denominator"] == s3["baseline"]["median_wall_s"]
 
     s4 = r["sections"]["4_options"]
     assert _number(s4["bf16_mixed"]["median"]) and _number(s4["bf16_mixed"]["agreement_with_original"])
