@@ -891,7 +891,7 @@ def save_release_checkpoint(variant, path: Path, seed: int = 0) -> None:
 
 def loader_throughput(dataset, batch_size: int, workers: int) -> float:
     """Images per second of the harness's own DataLoader (EvalDataModule, no trainer), start to end."""
-    from evaluate.module import EvalDataModule
+    from evaluate.lightning_module import EvalDataModule
 
     t0 = time.perf_counter()
     n = 0

@@ -1,4 +1,4 @@
-"""Variant table: one YAML file per released checkpoint in the top-level ``configs/`` folder.
+"""Variant table: one YAML file per released checkpoint in the repository's top-level ``configs/`` folder.
 
 Each file is the single source of truth for a variant (architecture, evaluation
 preprocessing, release file name, Hub name, reference accuracy and gate tolerances).
@@ -15,7 +15,18 @@ import yaml
 
 from .errors import BadInput
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _configs_dir() -> Path:
+    """The variant files are written once, in the repository's top-level ``configs/``. An installed wheel
+    carries them as package data at ``cvt_port/configs/`` (pyproject maps the folder there); a checkout
+    (editable install, or the source tree on the path) reads the top-level folder itself."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "configs"
+    return packaged if packaged.is_dir() else here.parent / "configs"
+
+
+CONFIGS_DIR = _configs_dir()
 TESTING_CONFIGS_DIR = CONFIGS_DIR / "testing"  # tiny variants for tests and benchmarks; never inferred
 
 

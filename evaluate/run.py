@@ -124,7 +124,7 @@ def build_cache_command(args) -> int:
 def run(args: argparse.Namespace) -> int:
     import lightning as L
 
-    from .module import EvalDataModule, EvalModule
+    from .lightning_module import EvalDataModule, EvalModule
     from .report import build_record, print_summary, write_reports
 
     check_args(args)

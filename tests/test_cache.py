@@ -24,7 +24,7 @@ from evaluate.cache import (
 )
 from evaluate.dataset import EvalDataset, collate
 from evaluate.layouts import Sample, discover
-from evaluate.module import EvalDataModule, ShardSampler
+from evaluate.lightning_module import EvalDataModule, ShardSampler
 from evaluate.preprocess import HFTransform, ReleaseTransform
 from evaluate.subset import select_subset
 from imagegen import make_ilsvrc_imagefolder, write_corrupt, write_truncated_jpeg

@@ -115,7 +115,7 @@ def test_reference_runs_in_float32_inside_autocast(tiny):
     import torch
 
     from evaluate.models import Candidate
-    from evaluate.module import EvalModule
+    from evaluate.lightning_module import EvalModule
     from evaluate.preprocess import Normalization
 
     ref = tiny["reference"]

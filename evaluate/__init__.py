@@ -1,1 +1,0 @@
-"""evaluate: accuracy harness for converted CvT models."""
