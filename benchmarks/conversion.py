@@ -37,7 +37,8 @@ def _convert(ws: Workspace, r: int, path, variant_flag: list) -> dict:
     else:
         ws.notes.append(f"conversion r{r} failed (exit {rec['rc']}): see {rec['log']}")
     shutil.rmtree(out, ignore_errors=True)
-    progress(f"  convert r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, peak RSS {fmt(rec['peak_rss_mib'], '.0f')} MiB")
+    progress(f"  convert r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, "
+             f"peak RSS {fmt(rec['peak_rss_mib'], '.0f')} MiB")
     return slim(rec)
 
 
@@ -46,7 +47,8 @@ def _baseline(ws: Workspace, r: int, path) -> dict:
     rec = ws.runner.module(f"baseline-r{r}", "benchmarks.baseline_convert", path, target)
     rec["output_bytes"] = target.stat().st_size if target.is_file() else None
     target.unlink(missing_ok=True)
-    progress(f"  baseline r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, peak RSS {fmt(rec['peak_rss_mib'], '.0f')} MiB")
+    progress(f"  baseline r{r}: exit {rec['rc']}, {rec['wall_s']:.1f} s, "
+             f"peak RSS {fmt(rec['peak_rss_mib'], '.0f')} MiB")
     return slim(rec)
 
 
@@ -109,7 +111,8 @@ def run(ws: Workspace, sections: dict) -> dict:
                          "ratio_to_baseline": ratio(fw, bw),
                          "budget_left_at_target_s": round(1.5 * bw - fw, 2) if fw and bw else None,
                          "convert_minus_floor_s": round(cw - fw, 2) if fw and cw else None},
-        "wall_ratio": wall, "wall_target": target_dict("conversion_wall"), "wall_met": met(wall["value"], "conversion_wall"),
+        "wall_ratio": wall, "wall_target": target_dict("conversion_wall"),
+        "wall_met": met(wall["value"], "conversion_wall"),
         "rss_ratio": rss, "rss_target": target_dict("conversion_rss"), "rss_met": met(rss["value"], "conversion_rss"),
         "baseline_rss_ratio": ratio(brss, size_mib),
     }
@@ -120,7 +123,8 @@ def rows(results: dict) -> list[dict]:
     c, b, fl = s3["convert"], s3["baseline"], s3["import_floor"]
     return [
         row("3", f"convert {s3['variant']} ({s3['file_mib']:.0f} MiB): wall",
-            f"convert {fmt(c['median_wall_s'], '.1f')} s (in-process {fmt(c['median_in_process_wall_time_s'], '.1f')} s)"
+            f"convert {fmt(c['median_wall_s'], '.1f')} s "
+            f"(in-process {fmt(c['median_in_process_wall_time_s'], '.1f')} s)"
             f" / baseline load+save_file {fmt(b['median_wall_s'], '.1f')} s",
             fr(s3["wall_ratio"], ".2f", "x"), "<= 1.5x", yn(s3["wall_met"])),
         row("3", "convert: import floor / baseline",

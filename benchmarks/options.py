@@ -142,7 +142,8 @@ def rows(results: dict) -> list[dict]:
     bf, c, sd, gpu = s4["bf16_mixed"], s4["compile"], s4["sdpa"], s4["gpu"]
     fp32 = fmt(s4["fp32_einsum_images_per_second"], ".2f")
     out = [row("4", "--precision bf16-mixed (CPU)",
-               f"{fmt(bf['median'], '.2f')} img/s vs fp32 {fp32}; agreement {fmt(bf['agreement_with_original'], '.3f')}, "
+               f"{fmt(bf['median'], '.2f')} img/s vs fp32 {fp32}; "
+               f"agreement {fmt(bf['agreement_with_original'], '.3f')}, "
                f"max|dlogit| {fmt(bf['max_abs_logit_diff_vs_original'], '.2g')} vs the float32 original; top-1 = fp32 "
                f"run on {fmt(bf['top1_agreement_with_fp32_run'], '.3f')}",
                fr(bf["speedup_vs_fp32"], ".2f", "x"), "(effect)", "-")]

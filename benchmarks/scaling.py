@@ -57,8 +57,8 @@ def rows(results: dict) -> list[dict]:
     pr, sw = results["sections"][KEY]["processes"], results["sections"][KEY]["batch_sizes"]["results"]
     return [
         row("5", "2 CPU processes (DDP) vs 1",
-            f"2 procs {fmt(pr['devices_2_ddp']['median'], '.2f')} img/s / 1 proc {fmt(pr['devices_1']['median'], '.2f')}"
-            " img/s", fr(pr["ratio"], ".2f", "x"), "(scaling)", "-"),
+            f"2 procs {fmt(pr['devices_2_ddp']['median'], '.2f')} img/s / "
+            f"1 proc {fmt(pr['devices_1']['median'], '.2f')} img/s", fr(pr["ratio"], ".2f", "x"), "(scaling)", "-"),
         row("5", "batch size " + "/".join(sw) + " (bare loop)",
             ", ".join(f"bs {bs}: {fmt(v['median'], '.2f')}" for bs, v in sw.items()) + " img/s",
             "/".join(fr(v["relative_to_best"], ".2f") for v in sw.values()) + " of best", "(scaling)", "-"),

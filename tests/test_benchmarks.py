@@ -114,7 +114,10 @@ def test_harness_overhead_compares_the_harness_with_the_bare_loop(tiny_run):
     _, r, _ = tiny_run
     s1 = r["sections"]["1_harness_overhead"]
     (run,) = s1["harness"]["runs"]
-    assert run["rc"] in (0, 1, 3) and run["num_samples"] == IMAGES and run["world_size"] == 1  # a verdict, no crash
+    # a random model with no recorded top-1 and no --reference: no check can be made (exit 1 on this main,
+    # 3 once the exit-status contract of issue 9 is in); never a crash, never a pass
+    assert run["gate"] == "not made" and run["rc"] in (1, 3)
+    assert run["num_samples"] == IMAGES and run["world_size"] == 1
     assert s1["ratio"]["numerator"] == s1["harness"]["median"] == run["images_per_second"]
     assert s1["ratio"]["denominator"] == s1["bare"]["median"] == s1["bare"]["cold_images_per_second"][0]
     assert s1["met"] is (s1["ratio"]["value"] >= 0.90)
@@ -192,6 +195,7 @@ def test_conversion_and_options_record_their_figures(tiny_run):
     assert 0 < bf16["max_abs_logit_diff_vs_original"] and 0.5 <= bf16["agreement_with_original"] <= 1
     assert 0.5 <= bf16["top1_agreement_with_fp32_run"] <= 1
     assert sdpa["max_abs_logit_diff_vs_original"] <= 1e-5 and sdpa["met"] is True
+    assert sdpa["reference_run"]["gate"] != "fail" and sdpa["reference_run"]["rc"] != 1  # converted = original
     assert sdpa["einsum_max_abs_logit_diff_vs_original"] == 0  # the exact conversion, einsum attention
     assert s4["compile"] == {"measured": False, "note": "skipped (--tiny or --no-compile)"}
     assert s4["gpu"] == "no GPU"
