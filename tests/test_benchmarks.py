@@ -65,7 +65,7 @@ def photos(tmp_path_factory) -> Path:
         shutil.copy(src, root / "val" / src.parent.name / src.name)
     wnids = imagenet_wnids()
     n = IMAGES - len(real)
-    make_ilsvrc_imagefolder(root / "val", {wnids[100 + 300 * k]: [2 * k + 1, 2 * k + 2] for k in range(n // 2)})
+    make_ilsvrc_imagefolder(root / "val", {wnids[100 + 250 * k]: [2 * k + 1, 2 * k + 2] for k in range(n // 2)})
     assert len(list(root.glob("val/*/*.JPEG"))) == IMAGES
     return root
 
