@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import CvtConfig, CvtForImageClassification
 from transformers.activations import ACT2FN
+from transformers.models.cvt.modeling_cvt import CvtIntermediate
 
 from .variants import Variant
 
@@ -66,7 +67,7 @@ def set_activation(model: CvtForImageClassification, name: str) -> CvtForImageCl
     """Put activation ``name`` ("quick_gelu" or "gelu") in every MLP of the model, in place."""
     act = ACT2FN[name]
     for layer_module in model.modules():
-        if type(layer_module).__name__ == "CvtIntermediate":
+        if isinstance(layer_module, CvtIntermediate):
             layer_module.activation = act
     return model
 
@@ -118,4 +119,4 @@ def make_image_processor(variant: Variant):
 
 def gelu_module_names(model: nn.Module) -> set[str]:
     """Class names of the MLP activations in ``model`` (for tests and model cards)."""
-    return {type(m.activation).__name__ for m in model.modules() if type(m).__name__ == "CvtIntermediate"}
+    return {type(m.activation).__name__ for m in model.modules() if isinstance(m, CvtIntermediate)}

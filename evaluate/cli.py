@@ -1,30 +1,49 @@
 """``python -m evaluate``: top-1/top-5 of a converted CvT (and its original) on ImageNet validation data.
 
-Data flows one way: flags -> variant config -> data source and models -> Lightning validate ->
-torchmetrics -> gate -> reports. With no arguments it runs the bundled end-to-end default
-(:mod:`evaluate.default`). Exit status: 0 gate passed, 1 a check failed (or none could be made),
-2 bad input or usage.
+The CLI is a thin layer over :mod:`evaluate.api`: it parses the flags once into a typed
+:class:`~evaluate.plan.EvalPlan` (or the bundled demo's plan when no model, data or reference is
+given), runs it, and maps the outcome to an exit status (:class:`cvt_port.errors.ExitStatus`):
+the gate's verdict (0 pass, 1 fail, 3 not made), bad input (2, one line naming the flag), an
+interrupt (130 SIGINT, 143 SIGTERM; no report), anything unexpected (4, the traceback in a file).
+Parsed arguments never leave this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
+from pathlib import Path
 
-from cvt_port.errors import BadInput
+from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_error
 
-DEFAULT_OUTPUT = "cvt-port-output"
+from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec,
+                   RunSpec, default_num_workers)
+
+PROGRAM = "python -m evaluate"
+
+# plan field -> the flag that sets it (how a PlanError is shown on the command line)
+FLAGS = {
+    "models.model": "--model", "models.config": "--config", "models.reference": "--reference",
+    "models.stock": "--stock", "models.with_stock": "--with-stock",
+    "data.source": "--data", "data.labels_file": "--labels-file", "data.split": "--split",
+    "data.image_column": "--image-column", "data.label_column": "--label-column", "data.subset": "--subset",
+    "data.seed": "--seed", "data.subset_file": "--subset-file", "data.preprocessing": "--preprocessing",
+    "data.skip_bad_images": "--skip-bad-images",
+    "run.batch_size": "--batch-size", "run.num_workers": "--num-workers", "run.accelerator": "--accelerator",
+    "run.devices": "--devices", "run.num_nodes": "--num-nodes", "run.strategy": "--strategy",
+    "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
+    "run.compile": "--compile", "report.output": "--output",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m evaluate",
+        prog=PROGRAM,
         description="Evaluate a converted CvT (and optionally the original .pth, on the same batches) on an "
         "ImageNet-style validation set, and gate the release. With no arguments: the bundled end-to-end demo. "
-        "Exit status: 0 gate passed, 1 a check failed or none could be made, 2 bad input.",
+        + EXIT_STATUS_HELP,
         epilog="Repeated runs: `python -m evaluate cache build --cache-dir DIR [the same model/config/data/subset/"
         "preprocessing flags]` decodes and resizes once; then pass --cache-dir DIR.",
     )
@@ -49,22 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--subset", type=int, metavar="N", help="evaluate a deterministic class-balanced subset of N images")
     d.add_argument("--seed", type=int, default=0, help="seed of the --subset choice (default: 0)")
     d.add_argument("--subset-file", metavar="FILE", help="evaluate exactly these image ids (one per line)")
-    d.add_argument("--preprocessing", choices=("release", "hf", "both"), default="release",
+    d.add_argument("--preprocessing", choices=[p.value for p in Preprocessing], default=Preprocessing.RELEASE.value,
                    help="release: the release's evaluation rules (default); hf: the model folder's image processor; "
                    "both: the converted model under each, in the same pass")
     d.add_argument("--skip-bad-images", action="store_true", help="count and report unreadable images instead of failing")
     r = p.add_argument_group("how to run")
     r.add_argument("--batch-size", type=int, default=64, help="images per batch and device (default: 64)")
-    r.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+    r.add_argument("--num-workers", type=int, default=default_num_workers(),
                    help="DataLoader worker processes per device for decoding and resizing (default: min(4, cores))")
     r.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning; default: auto)")
     r.add_argument("--devices", default="auto", help="number of devices or 'auto' (Lightning)")
     r.add_argument("--num-nodes", type=int, default=1, help="number of nodes (Lightning; SLURM and torchrun are detected)")
-    r.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
-    r.add_argument("--precision", default="32-true", help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed")
+    r.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto); ddp_spawn/ddp_fork "
+                   "are refused (the pass would run in child processes whose results do not come back)")
+    r.add_argument("--precision", default="32-true", help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed "
+                   "(*-true casts would cast the original too and are refused)")
     r.add_argument("--cache-dir", metavar="DIR", help="read preprocessed pixels from this cache (made by "
                    "`python -m evaluate cache build ... --cache-dir DIR`); refused if built for other images or settings")
-    r.add_argument("--attention", choices=("einsum", "sdpa"), default="einsum",
+    r.add_argument("--attention", choices=ATTENTIONS, default="einsum",
                    help="attention of the Hugging Face models: einsum (as transformers) or fused "
                    "scaled_dot_product_attention with the CvT scale (default: einsum)")
     r.add_argument("--compile", action="store_true",
@@ -91,49 +112,108 @@ def quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
 
 
+
+
+def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
+    """The flags, once, as the plan's typed parts."""
+    path = lambda v: None if v is None else Path(v)  # noqa: E731
+    return (
+        ModelSpec(model=args.model, config=args.config, reference=path(args.reference), stock=args.stock,
+                  with_stock=args.with_stock),
+        DataSpec(source=args.data, labels_file=path(args.labels_file), split=args.split,
+                 image_column=args.image_column, label_column=args.label_column, subset=args.subset, seed=args.seed,
+                 subset_file=path(args.subset_file), preprocessing=Preprocessing(args.preprocessing),
+                 skip_bad_images=args.skip_bad_images),
+        RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
+                devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+                cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile),
+        ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT),
+    )
+
+
+def is_demo(args: argparse.Namespace) -> bool:
+    """No model, data or reference given: the bundled demo."""
+    return args.model is None and args.data is None and args.reference is None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cache"]:
         return cache_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet_libraries(args.verbose)
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        quiet_libraries(args.verbose)
+        models, data, run, report = plan_parts(args)
+        if is_demo(args):
+            from .default import demo_plan
+
+            plan = demo_plan(data, run, report)
+        else:
+            plan = EvalPlan(models, data, run, report)
+        from .api import run_plan
+
+        return int(run_plan(plan).exit_status)
+
+    return outcome(work)
+
+
+def outcome(work) -> int:
+    """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
+    from .interrupts import Interrupted, sigterm_raises
+
     try:
-        if not argv or (args.model is None and args.data is None and args.reference is None):
-            from .default import prepare_default
-
-            args = prepare_default(args)
-        from .run import run
-
-        return run(args)
+        with sigterm_raises():
+            return work()
+    except PlanError as exc:
+        print(f"error: {exc.render(lambda f: FLAGS.get(f, f))}", file=sys.stderr)
+        return ExitStatus.BAD_INPUT
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted: SIGINT: stopped before the gate's verdict; no report written", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except Exception as exc:
+        return internal_error(exc, PROGRAM)
 
 
 def cache_main(argv: list[str]) -> int:
-    """``python -m evaluate cache build --cache-dir DIR [the run's data, subset and preprocessing flags]``."""
+    """``python -m evaluate cache COMMAND ...``: dispatch on the cache command (see CACHE_COMMANDS)."""
+    command = argv[0] if argv else None
+    if command not in CACHE_COMMANDS:
+        parser = build_parser()
+        parser.prog = f"{PROGRAM} cache"
+        parser.error(f"choose a cache command: {', '.join(CACHE_COMMANDS)}")
+    return CACHE_COMMANDS[command](argv[1:])
+
+
+def cache_build(argv: list[str]) -> int:
+    """``python -m evaluate cache build --cache-dir DIR [the run's model, data, subset and preprocessing flags]``."""
     parser = build_parser()
-    parser.prog = "python -m evaluate cache build"
+    parser.prog = f"{PROGRAM} cache build"
     parser.description = ("Decode and resize a data set once into memory-mappable uint8 files keyed by the "
                           "preprocessing settings and the image list; later runs read it with --cache-dir DIR.")
-    if argv[:1] != ["build"]:
-        parser.error("the only cache command is: cache build")
-    args = parser.parse_args(argv[1:])
-    quiet_libraries(args.verbose)
-    try:
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        quiet_libraries(args.verbose)
         if not args.cache_dir:
-            raise BadInput("cache build needs --cache-dir DIR")
-        from .run import build_cache_command
+            raise PlanError("run.cache_dir", "cache build needs a cache folder")
+        from .run import build_cache_for
 
-        return build_cache_command(args)
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        models, data, run, report = plan_parts(args)
+        out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir))
+        print(f"cache of {n} images ({', '.join(modes)}) at {out}")
+        return ExitStatus.PASS
 
+    return outcome(work)
+
+
+CACHE_COMMANDS = {"build": cache_build}
 
 if __name__ == "__main__":
     sys.exit(main())

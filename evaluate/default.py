@@ -5,15 +5,19 @@ It converts the bundled tiny CvT (original release format, trained on scikit-lea
 validation images the original checkpoint (reference implementation), the converted model
 (exact activation) and the converted model through the stock class (exact GELU), and gates the
 conversion against the accuracy recorded in ``configs/cvt-tiny-digits.yaml``. No network.
+
+The demo is a plan like any other (:func:`demo_plan`); the CLI runs it through the same API.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from cvt_port.variants import get_variant
+
+from .plan import DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, ReportSpec, RunSpec
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 CHECKPOINT = BUNDLED / "cvt-tiny-digits.pth"
@@ -21,19 +25,23 @@ DATA = BUNDLED / "digits" / "val"
 VARIANT = "cvt-tiny-digits"
 
 
-def prepare_default(args: argparse.Namespace) -> argparse.Namespace:
+def demo_plan(data: DataSpec = DataSpec(), run: RunSpec | None = None, report: ReportSpec = ReportSpec()) -> EvalPlan:
+    """The demo's plan: the bundled checkpoint converted into ``<output>/cvt-tiny-digits-hf`` (done here,
+    replacing the folder: it is the demo's own output), evaluated beside the original and the stock
+    class on the bundled images. ``data`` keeps its subset/preprocessing choices; its source is replaced."""
     from cvt_port import convert
 
-    from .cli import DEFAULT_OUTPUT
-
-    output = Path(args.output or DEFAULT_OUTPUT)
+    output = Path(report.output if report.output is not None else DEFAULT_OUTPUT)
     converted = output / f"{VARIANT}-hf"
+    plan = EvalPlan(
+        models=ModelSpec(model=str(converted), config=VARIANT, reference=CHECKPOINT, with_stock=True),
+        data=dataclasses.replace(data, source=str(DATA)),
+        run=run if run is not None else RunSpec(),
+        report=dataclasses.replace(report, output=output),
+    )
     variant = get_variant(VARIANT)
     print(f"cvt-port demo: converting the bundled original checkpoint {CHECKPOINT.name} -> {converted}", file=sys.stderr)
-    # the folder is this demo's own output: replace it on every run
     convert(CHECKPOINT, converted, variant=variant, overwrite=True)
     print(f"cvt-port demo: evaluating original, converted and stock class on {DATA} "
           f"({variant.reference.get('num_samples')} images)", file=sys.stderr)
-    args.model, args.reference, args.data, args.config = str(converted), str(CHECKPOINT), str(DATA), VARIANT
-    args.with_stock, args.output = True, str(output)
-    return args
+    return plan

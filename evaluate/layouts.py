@@ -364,7 +364,9 @@ def _load_parquet(files: list[Path]):
 
 
 def _is_image_feature(feature) -> bool:
-    return type(feature).__name__ == "Image"
+    import datasets
+
+    return isinstance(feature, datasets.Image)
 
 
 def _pick_column(ds, given: str | None, flag: str, auto: Iterable[str], kind: str) -> str:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -49,7 +50,7 @@ class EvalDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        on_gpu = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,

@@ -19,6 +19,8 @@ from cvt_port.conversion import read_original, reference_model
 from cvt_port.errors import BadInput
 from cvt_port.variants import Variant, get_variant
 
+from .plan import ModelKind
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -38,7 +40,7 @@ class Candidate:
     """One model of the side-by-side evaluation, with the preprocessing mode it reads."""
 
     name: str  # row name in the report: "original", "converted", "stock", "converted (hf)"
-    kind: str  # "reference" | "exact" | "stock" | "auto"
+    kind: ModelKind
     module: nn.Module
     preprocessing: str  # "release" | "hf"
 
@@ -87,7 +89,7 @@ def inspect_folder(model: str) -> LoadedFolder:
         raise BadInput(f"--model {model}: cannot read it from the Hub ({first})") from None
 
 
-def load_hf(folder: LoadedFolder, kind: str) -> nn.Module:
+def load_hf(folder: LoadedFolder, kind: ModelKind) -> nn.Module:
     """kind "exact": cvt_port.load_model; "stock": stock CvtForImageClassification; "auto": AutoModel."""
     if kind == "exact":
         from cvt_port import load_model

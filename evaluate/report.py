@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .gate import Check, gate_checks, verdict
 from .real_labels import real_labels_for
+from .result import RunFacts
 from .stats import mcnemar_exact, wilson_interval
 
 
@@ -57,7 +58,7 @@ def real_top1(rows, image_ids, name: str) -> float | None:
     return 100 * sum(judged) / len(judged) if judged else None
 
 
-def build_record(*, results: dict, primary: str, reference: str | None, run: dict, variant, image_ids,
+def build_record(*, results: dict, primary: str, reference: str | None, run: RunFacts, variant, image_ids,
                  full: bool) -> dict:
     """The flat record. ``run`` carries the settings (model, data, precision, devices, ...)."""
     models = results["models"]
@@ -70,7 +71,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: dic
     lo, hi = wilson_interval(round(p.top1 * n / 100), n, 0.95)
     elapsed = results["elapsed_s"]
     record = {
-        "model": run["model"],
+        "model": run.model,
         "variant": variant.name if variant else None,
         "num_samples": n,
         "top1": p.top1,
@@ -83,18 +84,18 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: dic
         "mcnemar_p": cmp["mcnemar_p"] if cmp else None,
         "gate": verdict(checks),
         "checks": [c.as_dict() for c in checks],
-        **{k: run[k] for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices", "world_size")},
-        **{k: run.get(k) for k in ("attention", "compile", "cache", "cluster_environment")},
+        **{k: getattr(run, k) for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices",
+                                        "world_size", "attention", "compile", "cache", "cluster_environment")},
         "images_per_second": _steady_rate(results, n),
         "pass_seconds": elapsed,
-        "subset_sha256": run["subset_sha256"],
+        "subset_sha256": run.subset_sha256,
         "versions": _versions(),
         # beyond the flat core: where the figures came from, and every model side by side
         "recorded_top1": variant.reference_top1 if variant else None,
-        "data": run["data"],
-        "layout": run["layout"],
-        "subset": run["subset"],
-        "seed": run["seed"],
+        "data": run.data,
+        "layout": run.layout,
+        "subset": run.subset,
+        "seed": run.seed,
         "full_dataset": full,
         "num_bad_images": len(results["bad_images"]),
         "bad_images": results["bad_images"],

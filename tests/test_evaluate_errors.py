@@ -1,12 +1,21 @@
-"""Bad input to python -m evaluate: one clear line naming the culprit, exit status 2."""
+"""Bad input to python -m evaluate: one clear line naming the culprit, exit status 2; and the rest of the
+exit-status contract (3 not made, 4 internal error, 130/143 interrupted: no report)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from cvt_port.errors import EXIT_STATUS_HELP
 from evaluate.cli import main
 from evalkit import evaluate_cli, wnids
 from imagegen import make_flat, make_imagefolder, write_corrupt, write_truncated_jpeg
@@ -110,3 +119,109 @@ def test_impossible_device_settings_are_bad_input(tiny, good_data, tmp_path, cap
                  "--output", str(tmp_path), *flags])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("error: --accelerator/--devices/--num-nodes/--strategy/--precision:")
+
+
+# -- the exit-status contract: verdicts, interrupts, internal errors ---------------------------------------------
+
+SLOW_PASS = Path(__file__).resolve().parent / "slow_pass.py"
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """24 images: 24 steps of batch size 1, each slowed by tests/slow_pass.py."""
+    root = tmp_path_factory.mktemp("many") / "val"
+    make_imagefolder(root, wnids(6, step=37), per_class=4)
+    return root
+
+
+def signal_mid_pass(tiny, data, out, signum, *, workers: int, group: bool):
+    """Start the real CLI with a slow pass, signal it once it is 2 steps into Lightning's pass."""
+    cmd = [sys.executable, str(SLOW_PASS), "--model", str(tiny["hf"]), "--config", str(tiny["yaml"]), "--data",
+           str(data), "--output", str(out), "--reference", str(tiny["pth"]), "--accelerator", "cpu",
+           "--num-workers", str(workers), "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("step 2"):
+                (os.killpg if group else os.kill)(proc.pid, signum)  # a group: as SLURM and `timeout` do
+                break
+        rest_out, rest_err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert any(l.startswith("step 2") for l in lines), "".join(lines)[-3000:]
+    return proc.returncode, rest_out, "".join(lines) + rest_err
+
+
+@pytest.mark.parametrize("signum, status, workers, group", [
+    (signal.SIGTERM, 143, 0, False),  # Lightning: SIGTERMException at the next batch (SystemExit without a code)
+    (signal.SIGTERM, 143, 1, True),  # the DataLoader worker dies of the same signal
+    (signal.SIGINT, 130, 0, False),  # Lightning: KeyboardInterrupt -> sys.exit(1)
+])
+def test_a_signal_mid_pass_exits_128_plus_signal_and_leaves_the_previous_report(tiny, many, tmp_path, signum, status,
+                                                                                 workers, group):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text('{"gate": "previous"}\n')
+    code, stdout, stderr = signal_mid_pass(tiny, many, out, signum, workers=workers, group=group)
+    assert code == status, stderr[-3000:]
+    assert (out / "report.json").read_text() == '{"gate": "previous"}\n' and sorted(os.listdir(out)) == ["report.json"]
+    assert "GATE" not in stdout and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: {signal.Signals(signum).name}: stopped before the gate's verdict; no report written")
+
+
+def test_an_unexpected_exception_is_exit_4_with_one_line_and_the_traceback_in_a_file(tiny, good_data, tmp_path,
+                                                                                      capsys, monkeypatch):
+    import evaluate.api
+
+    def bug(plan):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(evaluate.api, "run_plan", bug)
+    code = main(["--model", str(tiny["hf"]), "--data", str(good_data), "--output", str(tmp_path)])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 4 and len(lines) == 1 and "GATE" not in captured.out
+    match = re.fullmatch(r"internal error: ZeroDivisionError: a bug of ours \(full traceback in (.+); please report it\)",
+                         lines[0])
+    assert match, lines
+    assert "Traceback" in Path(match.group(1)).read_text() and "a bug of ours" in Path(match.group(1)).read_text()
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize("flags, flag", [(["--precision", "bf16-true"], "--precision bf16-true"),
+                                         (["--precision", "16-true"], "--precision 16-true"),
+                                         (["--strategy", "ddp_spawn"], "--strategy ddp_spawn")])
+def test_settings_that_would_give_a_wrong_answer_are_refused_first(tmp_path, capsys, flags, flag):
+    code = main(["--model", str(tmp_path / "absent"), "--data", str(tmp_path), "--accelerator", "cpu", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: ")
+
+
+def test_help_states_the_exit_status_contract(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0 and " ".join(EXIT_STATUS_HELP.split()) in out
+
+
+def test_sigterm_outside_the_pass_exits_143_after_cleanup(capsys):
+    from evaluate.cli import outcome
+
+    cleaned = []
+
+    def work():  # e.g. loading a model: the signal must stop it, not wait for the pass
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+            return 0
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert outcome(work) == 143 and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert capsys.readouterr().err.strip() == "interrupted: SIGTERM: stopped before the gate's verdict; no report written"

@@ -1,0 +1,94 @@
+"""The Python API under ``python -m evaluate``: a regression check in a pytest, a notebook or a sweep
+calls it instead of shelling out. ``evaluate`` is a namespace package (it shares ``site-packages/
+evaluate/`` with Hugging Face's library), so import from this module::
+
+    from evaluate.api import evaluate_model
+
+    result = evaluate_model(model="./cvt-13-224", data="/data/imagenet/val", reference="CvT-13-224x224-IN-1k.pth",
+                            subset=5000, accelerator="cpu")
+    result.verdict, result.top1, result.predictions[0].top1("converted")
+
+or build an :class:`EvalPlan` and :func:`run_plan` it (what the CLI does). Errors are exceptions:
+:class:`~cvt_port.errors.BadInput` (a :class:`PlanError` names the plan field) for input that cannot
+be used, :class:`Interrupted` when a signal stopped the run; the gate's verdict is
+``result.verdict`` ("pass", "fail", "not made") and ``result.exit_status`` the CLI's exit status.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .interrupts import Interrupted
+from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelKind, ModelSpec, PlanError, Preprocessing,
+                   ReportSpec, RunSpec, default_num_workers)
+from .result import EvalResult, Prediction, exit_status
+from .run import build_cache_for, run_plan
+
+__all__ = [
+    "DEFAULT_OUTPUT", "DataSpec", "EvalPlan", "EvalResult", "Interrupted", "Mode", "ModelKind", "ModelSpec",
+    "PlanError", "Prediction", "Preprocessing", "ReportSpec", "RunSpec", "build_cache", "evaluate_model",
+    "exit_status", "run_plan",
+]
+
+
+def evaluate_model(
+    *,
+    model: str | Path,
+    data: str | Path,
+    config: str | Path | None = None,
+    reference: str | Path | None = None,
+    stock: bool = False,
+    with_stock: bool = False,
+    labels_file: str | Path | None = None,
+    split: str = "validation",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    subset_file: str | Path | None = None,
+    preprocessing: str | Preprocessing = Preprocessing.RELEASE,
+    skip_bad_images: bool = False,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    cache_dir: str | Path | None = None,
+    attention: str = "einsum",
+    compile: bool = False,
+    output: str | Path | None = None,
+    summary: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
+    unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``."""
+    return run_plan(EvalPlan(
+        models=ModelSpec(model=str(model), config=None if config is None else str(config),
+                         reference=_path(reference), stock=stock, with_stock=with_stock),
+        data=DataSpec(source=str(data), labels_file=_path(labels_file), split=split, image_column=image_column,
+                      label_column=label_column, subset=subset, seed=seed, subset_file=_path(subset_file),
+                      preprocessing=_preprocessing(preprocessing), skip_bad_images=skip_bad_images),
+        run=RunSpec(batch_size=batch_size, num_workers=default_num_workers() if num_workers is None else num_workers,
+                    accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                    precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile),
+        report=ReportSpec(output=_path(output), summary=summary),
+    ))
+
+
+def build_cache(plan: EvalPlan, cache_dir: str | Path) -> Path:
+    """Decode and resize the plan's images once into ``cache_dir`` (runs then read it with
+    ``RunSpec(cache_dir=...)``); returns the cache folder."""
+    return build_cache_for(plan, Path(cache_dir))[0]
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _preprocessing(value: str | Preprocessing) -> Preprocessing:
+    try:
+        return Preprocessing(value)
+    except ValueError:
+        raise PlanError("data.preprocessing", f"choose one of {', '.join(p.value for p in Preprocessing)}",
+                        value) from None

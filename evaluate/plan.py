@@ -1,0 +1,173 @@
+"""The typed plan of one evaluation run: what to evaluate, the data, how to run, what to report.
+
+The CLI parses its flags once into an :class:`EvalPlan`; the Python API builds one from keyword
+arguments; the no-argument demo builds one for the bundled model. Everything after that takes the
+plan (or explicit typed arguments), never parsed command-line arguments. A plan is frozen and
+checked once, when it is made (:meth:`EvalPlan.__post_init__`): a plan that exists is well-formed.
+Whether the files it names exist is found out when they are read, before the first batch.
+
+Errors name plan fields (``data.subset``) and values, not flags: the CLI maps fields to its flags
+(:data:`evaluate.cli.FLAGS`), so the same error reads naturally in Python and on the command line.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cvt_port.errors import BadInput
+
+DEFAULT_OUTPUT = Path("cvt-port-output")  # where reports go when no output is given (CLI and demo)
+
+Attention = Literal["einsum", "sdpa"]
+ATTENTIONS: tuple[str, ...] = ("einsum", "sdpa")
+
+
+class _Choice(str, enum.Enum):
+    """A string choice: compares, hashes and serialises (JSON, f-strings) as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Mode(_Choice):
+    """One preprocessing a model reads."""
+
+    RELEASE = "release"  # the release's evaluation rules (torchvision's, on PIL images)
+    HF = "hf"  # the model folder's own image processor
+
+
+class Preprocessing(_Choice):
+    """The run's preprocessing choice; ``both`` runs the primary model under each mode."""
+
+    RELEASE = "release"
+    HF = "hf"
+    BOTH = "both"
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return (Mode.RELEASE, Mode.HF) if self is Preprocessing.BOTH else (Mode(self.value),)
+
+
+class ModelKind(_Choice):
+    """How a candidate model is built."""
+
+    EXACT = "exact"  # a cvt_port folder through cvt_port.load_model (QuickGELU, as the original)
+    STOCK = "stock"  # the same folder through the stock CvtForImageClassification (exact GELU)
+    AUTO = "auto"  # any Hugging Face image-classification folder (AutoModelForImageClassification)
+    REFERENCE = "reference"  # an original release .pth through the reference implementation
+
+
+class PlanError(BadInput):
+    """A plan value that cannot be used (exit status 2). ``fields`` are plan field names
+    (``"data.subset"``), ``value`` the offending value (``None`` when several fields are meant)."""
+
+    def __init__(self, fields: str | tuple[str, ...], message: str, value: object = None):
+        self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
+        self.value, self.message = value, message
+        super().__init__(self.render(lambda f: f))
+
+    def render(self, name) -> str:
+        """The message with each field shown as ``name(field)`` (the CLI passes its flag names)."""
+        where = "/".join(name(f) for f in self.fields)
+        return f"{where}{'' if self.value is None else f' {self.value}'}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to evaluate."""
+
+    model: str | None = None  # converted folder, Hugging Face folder or Hub id
+    config: str | None = None  # variant name or YAML path; None: the variant recorded in conversion.json
+    reference: Path | None = None  # original release .pth, run on the same batches
+    stock: bool = False  # the primary model through the stock class (exact GELU)
+    with_stock: bool = False  # the stock class as an extra row
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data and which images of it."""
+
+    source: str | None = None  # folder, parquet, datasets folder or Hub dataset id
+    labels_file: Path | None = None
+    split: str = "validation"
+    image_column: str | None = None
+    label_column: str | None = None
+    subset: int | None = None  # a deterministic class-balanced subset of this many images
+    seed: int = 0
+    subset_file: Path | None = None  # exactly these image ids (wins over subset)
+    preprocessing: Preprocessing = Preprocessing.RELEASE
+    skip_bad_images: bool = False
+
+
+def default_num_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How to run: Lightning's device settings and the speed options."""
+
+    batch_size: int = 64
+    num_workers: int = field(default_factory=default_num_workers)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    cache_dir: Path | None = None
+    attention: Attention = "einsum"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """What to report: files in ``output`` (None: none written) and the terminal summary."""
+
+    output: Path | None = DEFAULT_OUTPUT
+    summary: bool = True
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """One evaluation run, checked once when made."""
+
+    models: ModelSpec
+    data: DataSpec
+    run: RunSpec = field(default_factory=RunSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+
+    def __post_init__(self) -> None:
+        m, d, r = self.models, self.data, self.run
+        if not m.model:
+            raise PlanError("models.model", "no model given (a converted folder or Hub id)")
+        if not d.source:
+            raise PlanError("data.source", "no data given (an ImageNet validation folder, labels, or dataset)")
+        if not isinstance(d.preprocessing, Preprocessing):
+            raise PlanError("data.preprocessing", f"choose one of {', '.join(p.value for p in Preprocessing)}",
+                            d.preprocessing)
+        if d.subset is not None and d.subset <= 0:
+            raise PlanError("data.subset", "must be a positive number of images", d.subset)
+        if r.batch_size <= 0:
+            raise PlanError("run.batch_size", "must be positive", r.batch_size)
+        if r.num_workers < 0:
+            raise PlanError("run.num_workers", "must not be negative", r.num_workers)
+        if r.attention not in ATTENTIONS:
+            raise PlanError("run.attention", f"choose one of {', '.join(ATTENTIONS)}", r.attention)
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return self.data.preprocessing.modes
+
+
+def parse_devices(value: str | int) -> int | str:
+    """Lightning's ``devices``: a count, ``auto``, or a device list such as ``0,1``."""
+    if isinstance(value, int) or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return value

@@ -1,0 +1,104 @@
+"""Lightning's Trainer for an evaluation pass: made from the plan's :class:`~evaluate.plan.RunSpec`
+before anything is loaded (an impossible device setting fails fast), and run so that a signal ends
+the pass as :class:`~evaluate.interrupts.Interrupted` (see :mod:`evaluate.interrupts`)."""
+
+from __future__ import annotations
+
+import signal
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cvt_port.errors import first_line
+
+from .interrupts import Interrupted, lightning_pass
+from .plan import PlanError, RunSpec, parse_devices
+
+DEVICE_FIELDS = ("run.accelerator", "run.devices", "run.num_nodes", "run.strategy", "run.precision")
+
+
+class _ExceptionRecorder(Callback):
+    """Lightning reports the exception that ended a pass to ``on_exception`` before it exits; for
+    Ctrl-C that is the only trace left (it then calls ``sys.exit(1)``)."""
+
+    def __init__(self) -> None:
+        self.exception: BaseException | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
+
+
+def make_trainer(spec: RunSpec) -> L.Trainer:
+    """A device/strategy/precision Lightning cannot provide, or one this harness cannot honour, is
+    bad input (exit 2), found before anything is loaded."""
+    try:
+        trainer = L.Trainer(
+            accelerator=spec.accelerator,
+            devices=parse_devices(spec.devices),
+            num_nodes=spec.num_nodes,
+            strategy=spec.strategy,
+            precision=spec.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # ShardSampler: every image exactly once
+            inference_mode=True,
+            callbacks=[_ExceptionRecorder()],
+        )
+    except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
+        raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
+    refuse_unsupported(trainer, spec)
+    return trainer
+
+
+def refuse_unsupported(trainer: L.Trainer, spec: RunSpec) -> None:
+    """Settings Lightning accepts but that would give a wrong or no answer here:
+
+    - ``*-true`` precisions other than 32 (``bf16-true``, ``16-true``, ``64-true``) cast the whole
+      module, the original model too: the gate must judge against the original in float32 as
+      released (``bf16-mixed``/``16-mixed`` keep it there, outside autocast).
+    - strategies that start their processes from inside the Trainer (``ddp_spawn``, ``ddp_fork``,
+      ``ddp_notebook``) run the pass in child processes and hand back only logged metrics: the
+      per-image predictions and the gate's figures would stay in the children. ``ddp`` (or
+      ``torchrun``/``srun``) runs the pass in this process.
+    """
+    if isinstance(trainer.precision_plugin, (HalfPrecision, DoublePrecision)):
+        raise PlanError("run.precision", "would cast the original model too; the gate judges against the "
+                        "original in float32: use 32-true, bf16-mixed or 16-mixed", spec.precision)
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise PlanError("run.strategy", "runs the pass in spawned/forked processes whose results do not come "
+                        "back: use ddp (or launch with torchrun/srun)", spec.strategy)
+
+
+def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """``trainer.validate``, with every way a signal can end it turned into :class:`Interrupted`."""
+    recorder = next(c for c in trainer.callbacks if isinstance(c, _ExceptionRecorder))
+    recorder.exception = None
+    with lightning_pass():
+        try:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        except SIGTERMException:
+            raise Interrupted(signal.SIGTERM) from None
+        except SystemExit:
+            if isinstance(recorder.exception, KeyboardInterrupt):
+                raise Interrupted(signal.SIGINT) from None
+            raise
+        except BaseException:
+            # a DataLoader worker killed by the same SIGTERM fails the pass before Lightning's check
+            if trainer.received_sigterm:
+                raise Interrupted(signal.SIGTERM) from None
+            raise
+    if trainer.received_sigterm:  # during the last batch Lightning lets the pass finish: still no verdict
+        raise Interrupted(signal.SIGTERM)
+
+
+def cluster_environment(trainer: L.Trainer) -> str | None:
+    """How Lightning found its processes (SLURMEnvironment, TorchElasticEnvironment, ...); single-device
+    strategies keep it on the accelerator connector only."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None:
+        env = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
+    return type(env).__name__ if env is not None else None

@@ -1,0 +1,29 @@
+"""``python tests/slow_pass.py [python -m evaluate flags]``: the real CLI, with a slow pass.
+
+Each validation step first writes ``step N`` to stderr and sleeps, so a test can signal the process
+while it is inside Lightning's pass (not before, not after). Everything else is the product's code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from evaluate.cli import main
+from evaluate.lightning_module import EvalModule
+
+DELAY = float(os.environ.get("SLOW_PASS_DELAY", "0.5"))
+_step = EvalModule.validation_step
+
+
+def slow_step(self, batch, batch_idx):
+    print(f"step {batch_idx}", file=sys.stderr, flush=True)
+    time.sleep(DELAY)
+    return _step(self, batch, batch_idx)
+
+
+EvalModule.validation_step = slow_step
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

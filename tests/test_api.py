@@ -1,0 +1,183 @@
+"""The Python API (``from evaluate.api import ...``): a typed plan, one call, a result object.
+
+The figures come from the bundled digits model (trained: its predictions vary and are mostly right),
+so a result that lost or reordered predictions cannot agree with its own figures.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import cvt_port
+from cvt_port.errors import BadInput, ExitStatus
+from evaluate.api import (DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec, RunSpec, evaluate_model,
+                          exit_status, run_plan)
+from evaluate.default import CHECKPOINT, DATA, VARIANT
+from evalkit import wnids
+from imagegen import make_imagefolder
+
+REPO = Path(__file__).resolve().parent.parent
+CPU = dict(accelerator="cpu", num_workers=0, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The bundled original checkpoint, converted."""
+    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def digits_result(digits, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        result = evaluate_model(model=digits, data=DATA, config=VARIANT, reference=CHECKPOINT, **CPU)
+    return result, cwd
+
+
+def test_evaluate_model_gives_figures_predictions_and_the_verdict(digits_result):
+    result, cwd = digits_result
+    assert result.verdict == "pass" and result.passed and result.exit_status is ExitStatus.PASS
+    assert result.primary == "converted" and result.reference == "original"
+    assert result.num_samples == len(result.predictions) == 360
+    # the figures agree with the per-image predictions they came from
+    preds = result.predictions
+    top1 = 100 * sum(p.top1("converted") == p.label for p in preds) / len(preds)
+    top5 = 100 * sum(p.label in p.top["converted"] for p in preds) / len(preds)
+    assert result.top1 == pytest.approx(top1) and result.top5 == pytest.approx(top5)
+    assert 90 <= result.top1 < 100  # trained, not perfect: the figures are not trivial
+    assert len(Counter(p.top1("converted") for p in preds)) == 10  # predictions vary over the classes
+    assert all(len(p.top["converted"]) == 5 for p in preds)
+    assert [p.top1("original") for p in preds] == [p.top1("converted") for p in preds]
+    assert result.model("original")["top1"] == pytest.approx(
+        100 * sum(p.top1("original") == p.label for p in preds) / len(preds))
+    assert {c["name"]: c["status"] for c in result.checks} == {
+        "reference_top1": "pass", "agreement": "pass", "recorded_top1": "pass"}
+    # no output asked for: nothing written, not even the default folder
+    assert result.output is None and list(cwd.iterdir()) == []
+
+
+def test_run_plan_writes_the_reports_the_cli_writes(digits, digits_result, tmp_path):
+    plan = EvalPlan(
+        models=ModelSpec(model=str(digits), config=VARIANT),
+        data=DataSpec(source=str(DATA), subset=50, seed=1),
+        run=RunSpec(**CPU),
+        report=ReportSpec(output=tmp_path / "out", summary=False),
+    )
+    result = run_plan(plan)
+    assert result.output == tmp_path / "out"
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(result.record))
+    assert on_disk["subset"] == 50 and on_disk["seed"] == 1 and on_disk["preprocessing"] == "release"
+    # the subset's predictions are the full run's for the same images
+    full = {p.image_id: p.top["converted"] for p in digits_result[0].predictions}
+    assert len(result.predictions) == 50
+    assert all(full[p.image_id] == p.top["converted"] for p in result.predictions)
+
+
+def test_not_made_is_its_own_verdict_and_exit_status(tiny, tmp_path):
+    make_imagefolder(tmp_path / "val", wnids(3, step=40), per_class=2)
+    result = evaluate_model(model=tiny["hf"], data=tmp_path / "val", config=tiny["yaml"], **CPU)
+    assert result.verdict == "not made" and result.exit_status == 3 and not result.passed
+    assert {c["status"] for c in result.checks} == {"not made"}
+    assert [exit_status(v) for v in ("pass", "fail", "not made")] == [0, 1, 3]
+
+
+def test_a_plan_is_checked_once_when_it_is_made():
+    data = DataSpec(source="somewhere")
+    with pytest.raises(PlanError) as e:
+        EvalPlan(ModelSpec(), data)
+    assert e.value.fields == ("models.model",)
+    with pytest.raises(PlanError) as e:
+        EvalPlan(ModelSpec(model="m"), DataSpec())
+    assert e.value.fields == ("data.source",)
+    for bad, field in [(dict(subset=0), "data.subset"), (dict(preprocessing="fancy"), "data.preprocessing")]:
+        with pytest.raises(PlanError) as e:
+            EvalPlan(ModelSpec(model="m"), dataclasses.replace(data, **bad))
+        assert e.value.fields == (field,)
+    for bad, field in [(dict(batch_size=0), "run.batch_size"), (dict(num_workers=-1), "run.num_workers"),
+                       (dict(attention="flash"), "run.attention")]:
+        with pytest.raises(PlanError) as e:
+            EvalPlan(ModelSpec(model="m"), data, RunSpec(**bad))
+        assert e.value.fields == (field,) and "--" not in str(e.value)
+    plan = EvalPlan(ModelSpec(model="m"), dataclasses.replace(data, preprocessing=Preprocessing.BOTH))
+    assert [m.value for m in plan.modes] == ["release", "hf"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.run.batch_size = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("setting, field", [(dict(precision="bf16-true"), "run.precision"),
+                                            (dict(precision="16-true"), "run.precision"),
+                                            (dict(strategy="ddp_spawn"), "run.strategy")])
+def test_settings_that_would_give_a_wrong_answer_are_refused_before_anything_loads(tmp_path, setting, field):
+    with pytest.raises(PlanError) as e:
+        # the model does not exist: the refusal comes first, before any file is read
+        evaluate_model(model=tmp_path / "absent", data=tmp_path, **{**CPU, "num_workers": 0, **setting})
+    assert e.value.fields == (field,) and "--" not in str(e.value)
+
+
+def test_library_errors_speak_of_values_not_flags(digits, tmp_path):
+    with pytest.raises(PlanError) as e:
+        evaluate_model(model=digits, data=DATA, config=VARIANT, reference=tmp_path / "x.pth", **CPU)
+    assert e.value.fields == ("models.reference",) and str(e.value) == f"models.reference {tmp_path / 'x.pth'}: no such file"
+    with pytest.raises(BadInput):
+        evaluate_model(model=digits, data=DATA, config=VARIANT, preprocessing="sharpest", **CPU)
+
+
+# -- the layout the API sits in -------------------------------------------------------------------
+
+CLI_MODULES = {"evaluate/cli.py", "cvt_port/cli.py", "evaluate/bundled/build.py"}
+
+
+def _sources():
+    return sorted(p for pkg in ("evaluate", "cvt_port") for p in (REPO / pkg).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of our two packages that ``path`` imports, anywhere in it (lazy imports too)."""
+    rel = path.relative_to(REPO).with_suffix("")
+    package = list(rel.parts[:-1])  # an __init__ is its own folder's package too
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n.split(".")[0] in ("evaluate", "cvt_port")}
+    return out
+
+
+def test_no_import_circles_no_argparse_outside_the_clis_no_long_files():
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in _sources()}
+    graph = {m: {i for i in _imports(p) if i in modules and i != m} for m, p in modules.items()}
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    # a package importing its own __init__ is not a circle worth the name; modules importing each other are
+    circles = [c for m in graph if (c := cycle_from(m)) and not any(x in ("evaluate", "cvt_port") for x in c)]
+    assert circles == []
+    with_argparse = {str(p.relative_to(REPO)) for p in _sources() if "argparse" in {
+        a.name for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Import) for a in n.names}}
+    assert with_argparse <= CLI_MODULES
+    long_files = {str(p.relative_to(REPO)): n for p in _sources() if (n := len(p.read_text().splitlines())) > 500}
+    assert long_files == {}
