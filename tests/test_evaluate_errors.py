@@ -159,7 +159,7 @@ def signal_mid_pass(tiny, data, out, signum, *, workers: int, group: bool):
     (signal.SIGTERM, 143, 0, False),  # Lightning: SIGTERMException at the next batch (SystemExit without a code)
     (signal.SIGTERM, 143, 1, True),  # the DataLoader worker dies of the same signal
     (signal.SIGINT, 130, 0, False),  # Lightning: KeyboardInterrupt -> sys.exit(1)
-])
+], ids=["SIGTERM", "SIGTERM-to-the-group-and-worker", "SIGINT"])
 def test_a_signal_mid_pass_exits_128_plus_signal_and_leaves_the_previous_report(tiny, many, tmp_path, signum, status,
                                                                                  workers, group):
     out = tmp_path / "out"
