@@ -13,9 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from cvt_port.errors import BadInput
-
 from .layouts import Sample
+from .plan import PlanError
 
 
 def select_subset(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
@@ -29,9 +28,9 @@ def select_subset(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Samp
     keeps reads sequential and makes the order independent of the seed.
     """
     if n <= 0:
-        raise BadInput(f"--subset {n}: must be a positive number of images")
+        raise PlanError("data.subset", "must be a positive number of images", n)
     if n > len(samples):
-        raise BadInput(f"--subset {n} is larger than the data ({len(samples)} images)")
+        raise PlanError("data.subset", f"is larger than the data ({len(samples)} images)", n)
     by_class: dict[int, list[int]] = defaultdict(list)
     for pos, s in enumerate(samples):
         by_class[s.label].append(pos)
@@ -57,15 +56,15 @@ def read_subset_file(path: str | Path, samples: Sequence[Sample]) -> list[Sample
     """The samples named by a text file of image ids, one per line, in the file's order.
 
     Blank lines are ignored. An id that is not in the data, or one listed twice, is a
-    :class:`BadInput` naming it (a pinned list must mean exactly what it says).
+    :class:`~evaluate.plan.PlanError` naming it (a pinned list must mean exactly what it says).
     """
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise BadInput(f"--subset-file {path}: file not found") from None
+        raise PlanError("data.subset_file", "file not found", path) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"--subset-file {path}: cannot read it ({exc})") from None
+        raise PlanError("data.subset_file", f"cannot read it ({exc})", path) from None
     by_id = {s.image_id: s for s in samples}
     out, seen = [], set()
     for lineno, line in enumerate(lines, start=1):
@@ -73,13 +72,13 @@ def read_subset_file(path: str | Path, samples: Sequence[Sample]) -> list[Sample
         if not image_id:
             continue
         if image_id not in by_id:
-            raise BadInput(f"--subset-file {path} line {lineno}: image id '{image_id}' is not in the data")
+            raise PlanError("data.subset_file", f"line {lineno}: image id '{image_id}' is not in the data", path)
         if image_id in seen:
-            raise BadInput(f"--subset-file {path} line {lineno}: image id '{image_id}' is listed twice")
+            raise PlanError("data.subset_file", f"line {lineno}: image id '{image_id}' is listed twice", path)
         seen.add(image_id)
         out.append(by_id[image_id])
     if not out:
-        raise BadInput(f"--subset-file {path}: lists no image ids")
+        raise PlanError("data.subset_file", "lists no image ids", path)
     return out
 
 

@@ -139,7 +139,7 @@ def test_subset_is_balanced_deterministic_and_in_source_order():
 
 
 def test_subset_larger_than_data_is_bad_input():
-    with pytest.raises(BadInput, match=r"--subset 34 is larger than the data \(33 images\)"):
+    with pytest.raises(BadInput, match=r"subset 34: is larger than the data \(33 images\)"):
         select_subset(_samples({0: 10, 1: 3, 2: 10, 5: 10}), 34, seed=0)
 
 
