@@ -46,3 +46,16 @@ def test_default_run_end_to_end(tmp_path, network):
     assert all(p["pred1"] == p["reference_top1"] for p in preds)
     # the progress bar ran
     assert "Validation" in r.stdout + r.stderr
+
+
+def test_the_demo_is_a_plan_like_any_other(tmp_path):
+    from evaluate.default import CHECKPOINT, DATA, VARIANT, demo_plan
+    from evaluate.plan import DataSpec, EvalPlan, ReportSpec, RunSpec
+
+    plan = demo_plan(DataSpec(subset=20), RunSpec(batch_size=8), ReportSpec(output=tmp_path / "out"))
+    assert isinstance(plan, EvalPlan)
+    assert plan.models.model == str(tmp_path / "out" / f"{VARIANT}-hf") and plan.models.config == VARIANT
+    assert plan.models.reference == CHECKPOINT and plan.models.with_stock and not plan.models.stock
+    assert plan.data.source == str(DATA) and plan.data.subset == 20  # the caller's data choices are kept
+    assert plan.run.batch_size == 8 and plan.report.output == tmp_path / "out"
+    assert (tmp_path / "out" / f"{VARIANT}-hf" / "model.safetensors").is_file()  # converted, ready to run
