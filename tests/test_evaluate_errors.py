@@ -225,3 +225,14 @@ def test_sigterm_outside_the_pass_exits_143_after_cleanup(capsys):
     assert outcome(work) == 143 and cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
     assert capsys.readouterr().err.strip() == "interrupted: SIGTERM: stopped before the gate's verdict; no report written"
+
+
+def test_every_plan_field_has_its_flag():
+    import dataclasses
+
+    from evaluate.cli import FLAGS
+    from evaluate.plan import DataSpec, ModelSpec, ReportSpec, RunSpec
+
+    parts = {"models": ModelSpec, "data": DataSpec, "run": RunSpec, "report": ReportSpec}
+    fields = {f"{part}.{f.name}" for part, cls in parts.items() for f in dataclasses.fields(cls)}
+    assert fields - {"report.summary"} == set(FLAGS)  # the summary is always shown on the command line
