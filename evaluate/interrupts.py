@@ -23,12 +23,14 @@ tears down in order).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 
 from cvt_port.errors import ExitStatus
 
 _in_pass = False  # the Lightning pass is running: Lightning's signal connector stops it
+_owner: int | None = None  # the process that installed the handler (DataLoader workers inherit it by fork)
 
 
 class Interrupted(BaseException):
@@ -56,6 +58,8 @@ def lightning_pass():
 
 
 def _on_sigterm(signum, frame) -> None:
+    if os.getpid() != _owner:  # a forked DataLoader worker: end quietly, the main process reports
+        raise SystemExit(128 + signum)
     if not _in_pass:
         raise Interrupted(signum)
 
@@ -67,6 +71,8 @@ def sigterm_raises():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _owner
+    _owner = os.getpid()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
