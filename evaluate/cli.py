@@ -115,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cache_main(argv: list[str]) -> int:
-    """``python -m evaluate cache build --cache-dir DIR [the run's data, subset and preprocessing flags]``."""
+    """``python -m evaluate cache build --cache-dir DIR [the run's data, subset and preprocessing flags]``;
+    ``python -m evaluate cache verify --cache-dir DIR`` (exit 0 intact, 1 damaged, 2 not a cache)."""
+    if argv[:1] == ["verify"]:
+        return cache_verify_main(argv[1:])
     parser = build_parser()
     parser.prog = "python -m evaluate cache build"
     parser.description = ("Decode and resize a data set once into memory-mappable uint8 files keyed by the "
                           "preprocessing settings and the image list; later runs read it with --cache-dir DIR.")
     if argv[:1] != ["build"]:
-        parser.error("the only cache command is: cache build")
+        parser.error("the cache commands are: cache build, cache verify")
     args = parser.parse_args(argv[1:])
     quiet_libraries(args.verbose)
     try:
@@ -133,6 +136,23 @@ def cache_main(argv: list[str]) -> int:
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def cache_verify_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluate cache verify",
+                                     description="Check every image and file of a cache against its checksums. "
+                                     "Exit status: 0 intact, 1 damaged entries, 2 not a cache.")
+    parser.add_argument("--cache-dir", metavar="DIR", required=True, help="the cache folder to check")
+    args = parser.parse_args(argv)
+    from .cache import verify_cache
+
+    try:
+        report = verify_cache(args.cache_dir)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 0 if report.intact else 1
 
 
 if __name__ == "__main__":

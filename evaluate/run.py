@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir:
         from .cache import open_cache
 
-        dataset = open_cache(Path(args.cache_dir), samples, transforms)
+        dataset = open_cache(Path(args.cache_dir), samples, transforms, source=source)
     else:
         dataset = EvalDataset(source, samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
