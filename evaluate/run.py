@@ -98,7 +98,7 @@ def check_args(args) -> None:
 def prepare_data(args, folder, variant):
     """(source, samples, is_subset): a bad data path is reported before any model is loaded."""
     source = discover(args.data, label2id=folder.label2id, labels_file=args.labels_file, split=args.split,
-                      image_column=args.image_column, label_column=args.label_column)
+                      image_column=args.image_column, label_column=args.label_column, label_numbering=args.label_numbering, devkit_map=args.devkit_map)
     samples, is_subset = choose_samples(args, source)
     return source, samples, is_subset
 
