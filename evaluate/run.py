@@ -98,7 +98,8 @@ def check_args(args) -> None:
 def prepare_data(args, folder, variant):
     """(source, samples, is_subset): a bad data path is reported before any model is loaded."""
     source = discover(args.data, label2id=folder.label2id, labels_file=args.labels_file, split=args.split,
-                      image_column=args.image_column, label_column=args.label_column, label_numbering=args.label_numbering, devkit_map=args.devkit_map)
+                      image_column=args.image_column, label_column=args.label_column,
+                      label_numbering=args.label_numbering, devkit_map=args.devkit_map)
     samples, is_subset = choose_samples(args, source)
     return source, samples, is_subset
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import lightning as L
 
     from .lightning_module import EvalDataModule, EvalModule
-    from .report import build_record, print_summary, write_reports
+    from .report import build_record, check_output, print_summary, write_reports
 
     check_args(args)
     trainer = make_trainer(L, args)  # before any loading: an impossible device setting fails fast
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     variant = resolve_variant(args.config, folder)
     if args.reference and not Path(args.reference).exists():
         raise BadInput(f"--reference {args.reference}: no such file")
+    check_output(Path(args.output or "cvt-port-output"))  # the reports' folder is replaced whole at the end
     source, samples, is_subset = prepare_data(args, folder, variant)
     candidates, primary, reference, variant, modes = build_candidates(args, folder, variant)
     transforms = build_transforms(modes, variant, folder)

@@ -160,3 +160,21 @@ def test_output_folders_that_are_not_the_runs_own_are_refused(tmp_path, monkeypa
         with pytest.raises(BadInput, match="holds the current folder"):
             check_output(here)
     check_output(tmp_path / "new" / "deeper")  # not there yet: fine
+
+
+def test_a_run_refuses_a_foreign_output_folder_before_its_pass(tmp_path, capsys):
+    from cvt_port import convert
+    from cvt_port.variants import get_variant
+    from evaluate.cli import main
+    from evaluate.default import CHECKPOINT, DATA, VARIANT
+
+    model = convert(CHECKPOINT, tmp_path / "model", variant=get_variant(VARIANT), log=lambda m: None)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code = main(["--model", str(model), "--config", VARIANT, "--data", str(DATA), "--output", str(out),
+                 "--accelerator", "cpu", "--num-workers", "0"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.strip().splitlines()[-1].endswith("give a new or empty folder")
+    assert "Validation" not in captured.out + captured.err  # refused before the pass
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
