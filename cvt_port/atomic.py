@@ -82,7 +82,7 @@ def replace_dir(tmp: Path, target: Path) -> None:
         if os.path.lexists(target):
             try:
                 if _exchange(tmp, target):
-                    shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous folder
+                    _remove(tmp)  # tmp now holds the previous folder (or link)
                     return
             except FileNotFoundError:
                 continue  # the target vanished meanwhile (another writer's fallback): try again
@@ -97,9 +97,9 @@ def replace_dir(tmp: Path, target: Path) -> None:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     os.rename(old, target)  # put the previous one back: nothing lost
                     raise
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
                 continue
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             return
         try:
             os.rename(tmp, target)
@@ -108,6 +108,14 @@ def replace_dir(tmp: Path, target: Path) -> None:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
     raise OSError(errno.EBUSY, "other writers keep replacing the folder", str(target))
+
+
+def _remove(path: Path) -> None:
+    """Remove what a replaced target was: a folder, or a link or file in its place."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def publish_dir(tmp: Path, target: Path) -> None:
@@ -119,7 +127,9 @@ def publish_dir(tmp: Path, target: Path) -> None:
 @contextmanager
 def staged_dir(target: Path, kind: str = "tmp") -> Iterator[Path]:
     """``with staged_dir(target) as tmp:`` fill ``tmp``; on a normal exit it replaces ``target``
-    (:func:`publish_dir`), on any exception (or interrupt) it is removed and ``target`` is untouched."""
+    (:func:`publish_dir`), on any exception (or interrupt) it is removed and ``target`` is untouched.
+    A ``target`` that is a link is followed: the folder it leads to is replaced, the link stays."""
+    target = Path(os.path.realpath(target))
     tmp = new_sibling(target, kind)
     try:
         yield tmp

@@ -165,7 +165,7 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
     get the umask's usual permissions like the model folder. A converted model folder already in
     ``output`` (the default demo's) is carried into the new folder (:func:`_carry_over`).
     """
-    output = Path(output).absolute()
+    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
     check_output(output)
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
@@ -194,7 +194,7 @@ def check_output(output: Path) -> None:
     """The folder a run's reports go to is the run's own, replaced as a whole: it must be new, empty or
     hold a previous run's files (reports, converted model folders), and not hold the current folder.
     A one-line :class:`BadInput` otherwise; nothing is written here (a run can call it before its pass)."""
-    output = Path(output).absolute()
+    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
     where = f"--output {output}"
     if output.exists() and not output.is_dir():
         raise BadInput(f"{where}: exists and is not a folder; give a folder for the reports")

@@ -86,3 +86,28 @@ def test_concurrent_writers_leave_one_whole_folder(tmp_path, swap):
     assert errors == []
     assert len(tags(target)) == 1 and len(list(target.iterdir())) == 5  # never a mix
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_linked_target_keeps_its_link(tmp_path, swap):
+    real = tmp_path / "real"
+    real.mkdir()
+    fill(real, "old")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with atomic.staged_dir(link) as tmp:
+        fill(tmp, "new")
+    assert link.is_symlink() and tags(link) == {"new\n"} and tags(real) == {"new\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_replacing_a_link_with_a_folder_leaves_nothing_behind(tmp_path, swap):
+    """The converter's way (publish_dir on the path as given): the link itself is replaced."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    tmp = atomic.new_sibling(link)
+    fill(tmp, "new")
+    atomic.publish_dir(tmp, link)
+    assert not link.is_symlink() and tags(link) == {"new\n"} and real.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
