@@ -57,8 +57,11 @@ Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -465,6 +468,9 @@ def _decode_cell(value) -> Image.Image:
 
 
 def _open_image(src) -> Image.Image:
+    if isinstance(src, (str, Path)) and not stat.S_ISREG(os.stat(src).st_mode):
+        # a FIFO, socket or device named like an image: unreadable (opening a FIFO would block)
+        raise OSError(errno.EINVAL, "not a regular file", str(src))
     img = Image.open(src)
     img.load()  # decode now: a corrupt or truncated file must fail here, not later
     return img

@@ -196,12 +196,13 @@ def test_looping_and_dangling_links_are_unreadable_images_not_missing_ones(tmp_p
     only_link = root / WNIDS[5] / "ILSVRC2012_val_00000005.JPEG"
     only_link.parent.mkdir()
     os.symlink("nowhere.JPEG", only_link)  # a class whose only entry leads nowhere is still a class
+    os.mkfifo(root / WNIDS[1] / "ILSVRC2012_val_00000006.JPEG")  # would block an open(): must not hang
 
     src = discover(root)
-    assert sorted(s.image_id.split("/")[-1] for s in src.samples) == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 6)]
+    assert sorted(s.image_id.split("/")[-1] for s in src.samples) == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 7)]
     ds = EvalDataset(src, src.samples, {"release": ReleaseTransform(SMALL)})
     items = {src.samples[i].image_id.split("/")[-1]: ds[i] for i in range(len(ds))}
-    for n in (3, 4, 5):
+    for n in (3, 4, 5, 6):
         item = items[f"ILSVRC2012_val_{n:08d}.JPEG"]
         assert item["ok"] is False and item["error"].startswith(f"{src.samples[item['index']].image_id}: cannot read image")
     assert items["ILSVRC2012_val_00000001.JPEG"]["ok"] and items["ILSVRC2012_val_00000002.JPEG"]["ok"]
