@@ -22,7 +22,6 @@ import datetime as _dt
 import hashlib
 import importlib
 import json
-import os
 import resource
 import shutil
 import sys
@@ -34,6 +33,7 @@ from typing import Callable
 
 import torch
 
+from .atomic import publish_dir
 from .checkpoint import choose_variant, infer_shape, load_state_dict
 from .errors import BadInput, ParityError
 from .keymap import convert_keys
@@ -299,35 +299,12 @@ def convert(
         facts["peak_rss_mib"] = peak_rss_mib()
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(facts))
-        _usual_permissions(tmp)
-        _replace_dir(tmp, output_dir)
+        publish_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"done in {time.perf_counter() - t0:.1f} s: {output_dir}")
     return output_dir
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp makes the folder 0700 and safetensors writes 0600; the finished folder gets what any
-    new file would get under the user's umask (0755/0644 with the usual 022), so a model converted
-    on a shared cluster disk is readable by the group like everything else there."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished folder into place; an old target is removed only once the new one is there."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _package_version() -> str:

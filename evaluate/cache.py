@@ -18,96 +18,52 @@ Layout of a cache folder (format version :data:`CACHE_FORMAT`)::
     ok.npy                bool (N,): False for an image that could not be decoded (zero pixels)
     errors.json           {index: message} for the images that are not ok
     image_ids.txt         the ordered image ids, one per line (its sha256 is ``samples_sha256``)
+    crc32-<mode>.npy      uint32 (N,): CRC-32 of each image's cached pixels, checked on every read
+    sources.npy           int64 (N, 2): size and modification time (ns) of each source file when
+                          it was cached (-1 for dataset rows and files that could not be read)
 
-The key (:func:`cache_key`) is a sha256 over the ordered image ids, the labels, each mode's
-preprocessing description and the format version. A cache is opened only for the very same
-key; anything else is a one-line :class:`~cvt_port.errors.BadInput` saying which part differs.
-A cache is written into a temporary folder beside the target and renamed into place at the
-end, so an interrupted build never leaves a half-written cache behind.
+The key (:func:`cache_key`) is a sha256 over the ordered image ids, the labels, the source
+files' sizes and modification times (and those of a ``datasets`` source's Arrow files), each
+mode's preprocessing description and the format version. A cache is opened only for the very
+same key; anything else is a one-line :class:`~cvt_port.errors.BadInput` saying which part
+differs: an image replaced under the same name is not served from the cache.
+
+Wrong pixels are never served silently. The small files carry sha256 sums in the manifest,
+checked when the cache is opened; every image's pixels carry a CRC-32, checked as it is read
+(CRC-32 because it is the fastest check in the standard library, about 1.5 GB/s, and damage
+to stored bytes is what it is for; it is not a defence against tampering). A damaged image is
+reported like an unreadable one, by its id. :func:`verify_cache` (``python -m evaluate cache
+verify --cache-dir DIR``) checks a whole cache.
+
+A cache is written into a temporary folder beside the target and swapped into place at the
+end (:mod:`cvt_port.atomic`), so an interrupted build never leaves a half-written cache behind.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import sys
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from cvt_port.atomic import staged_dir
 from cvt_port.errors import BadInput
 
+from .cache_key import (  # noqa: F401  (cache_key, CACHE_FORMAT: re-exported)
+    CACHE_FORMAT, cache_key, describe_transform, difference, key_parts, sha256_json, source_stamps)
 from .dataset import EvalDataset, collate
 from .layouts import DataSource, Sample
-from .preprocess import HFTransform, ReleaseTransform
-from .subset import samples_sha256
 
-CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 REBUILD_HINT = ("rebuild it with `python -m evaluate cache build` and the same data/subset/preprocessing flags "
                 "as this run, or use another cache folder")
-# Fields of an image processor's to_dict() that do not affect its pixels (bookkeeping of the
-# file it was loaded from); every other field is part of the key.
-VOLATILE_PROCESSOR_FIELDS = frozenset({"processor_class", "auto_map", "_processor_class", "_commit_hash"})
-
-
-# --------------------------------------------------------------------------- the key
-
-
-def describe_transform(transform: Callable) -> dict:
-    """What decides a mode's pixels, as JSON-able data (part of the cache key).
-
-    ReleaseTransform: its ``Preprocessing`` fields. HFTransform: the processor's ``to_dict()``
-    without volatile fields, plus the concrete processor class (the PIL and torchvision
-    backends of one processor resize differently). Any other transform must describe itself
-    with a ``cache_description()`` method; one that cannot is refused rather than guessed.
-    """
-    if hasattr(transform, "cache_description"):
-        return json.loads(json.dumps(transform.cache_description(), sort_keys=True, default=str))
-    if isinstance(transform, ReleaseTransform):
-        return {"kind": "release", "preprocessing": _jsonable(dataclasses.asdict(transform.pre))}
-    if isinstance(transform, HFTransform):
-        proc = transform.image_processor
-        fields = {k: v for k, v in proc.to_dict().items() if k not in VOLATILE_PROCESSOR_FIELDS}
-        return {"kind": "hf", "processor_class": type(proc).__name__, "image_processor": _jsonable(fields)}
-    raise ValueError(f"cannot describe the transform {transform!r} for a cache key; give it a cache_description() method")
-
-
-def _jsonable(value):
-    """``value`` as plain JSON data (tuples become lists, enums and paths strings), keys sorted."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _sha256_json(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-
-
-def labels_sha256(samples: Sequence[Sample]) -> str:
-    """sha256 of the labels as little-endian int64, in sample order."""
-    return hashlib.sha256(np.asarray([s.label for s in samples], dtype="<i8").tobytes()).hexdigest()
-
-
-def key_parts(samples: Sequence[Sample], transforms: Mapping[str, Callable]) -> dict:
-    """The parts of the key, stored separately in the manifest so a mismatch can be explained."""
-    descriptions = {mode: describe_transform(t) for mode, t in transforms.items()}
-    return {
-        "format": CACHE_FORMAT,
-        "images": samples_sha256(samples),
-        "count": len(samples),
-        "labels": labels_sha256(samples),
-        "preprocessing": _sha256_json(descriptions),
-    }
-
-
-def cache_key(samples: Sequence[Sample], transforms: Mapping[str, Callable]) -> str:
-    """sha256 over (ordered image ids, labels, each mode's preprocessing description, format)."""
-    return _sha256_json(key_parts(samples, transforms))
 
 
 # --------------------------------------------------------------------------- building
@@ -135,26 +91,28 @@ def build_cache(
     samples = list(samples)
     if not samples:
         raise BadInput(f"cache {cache_dir}: no images to cache")
-    key = cache_key(samples, transforms)
+    stamps = source_stamps(samples)  # before decoding: a file changed meanwhile makes the cache stale, not wrong
+    parts = key_parts(samples, transforms, source, stamps)
     if cache_dir.exists() and not overwrite and not _is_empty_dir(cache_dir):
-        if _stored_key(cache_dir) == key:
+        if _stored_key(cache_dir) == sha256_json(parts):
             return cache_dir
-        raise BadInput(f"cache {cache_dir}: the folder exists and is not a cache of these images and settings; "
+        raise BadInput(f"cache {cache_dir}: the folder exists and is not a cache of these images and settings"
+                       f"{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
                        "remove it, choose another folder, or overwrite it")
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    # beside the target (same file system, so the final rename is atomic); mkdir, not mkdtemp,
-    # so the cache gets the umask's permissions rather than mkdtemp's owner-only ones
-    tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    # beside the target (same file system), swapped into place only when complete
+    with staged_dir(cache_dir) as tmp:
         dataset = EvalDataset(source, samples, transforms)
-        _write(tmp, dataset, key_parts(samples, transforms), transforms, num_workers, batch_size,
-               skip_bad_images, progress, source)
-        _replace_dir(tmp, cache_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write(tmp, dataset, parts, stamps, transforms, num_workers, batch_size, skip_bad_images, progress, source)
     return cache_dir
+
+
+def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:
+    try:
+        manifest = json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8"))
+        _check_manifest(manifest)
+        return f" (it was built with {difference(manifest, parts, transforms, cache_dir, samples, stamps)})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -173,19 +131,40 @@ def _pixels_file(mode: str) -> str:
     return f"pixels-{safe}.npy"
 
 
-def _write(tmp: Path, dataset: EvalDataset, parts: dict, transforms, num_workers: int, batch_size: int,
-           skip_bad_images: bool, progress: bool, source: DataSource) -> None:
+def _crc_file(mode: str) -> str:
+    return "crc32-" + _pixels_file(mode)[len("pixels-"):]
+
+
+def crc32_rows(arr: np.ndarray) -> np.ndarray:
+    """uint32 CRC-32 of each row (image) of a C-contiguous uint8 array."""
+    arr = np.ascontiguousarray(arr)
+    return np.fromiter((zlib.crc32(row) for row in arr.reshape(len(arr), -1)), dtype=np.uint32, count=len(arr))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write(tmp: Path, dataset: EvalDataset, parts: dict, stamps: np.ndarray, transforms, num_workers: int,
+           batch_size: int, skip_bad_images: bool, progress: bool, source: DataSource) -> None:
     """Fill ``tmp`` with every file of a cache; the manifest is written last."""
     n = len(dataset)
     pixels = {mode: np.lib.format.open_memmap(tmp / _pixels_file(mode), mode="w+", dtype=np.uint8,
                                               shape=(n, *shape))
               for mode, shape in dataset.shapes.items()}
+    crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
     ok = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
     for batch in _batches(dataset, num_workers, batch_size, progress):
         index = batch["index"].numpy()
         for mode, arr in pixels.items():
-            arr[index] = batch["pixels"][mode].numpy()
+            rows = batch["pixels"][mode].numpy()
+            arr[index] = rows
+            crcs[mode][index] = crc32_rows(rows)
         ok[index] = batch["ok"].numpy()
         bad = index[~batch["ok"].numpy()]
         if len(bad) and not skip_bad_images:
@@ -199,7 +178,11 @@ def _write(tmp: Path, dataset: EvalDataset, parts: dict, transforms, num_workers
     (tmp / "errors.json").write_text(json.dumps({str(i): m for i, m in sorted(errors.items())}, indent=1) + "\n",
                                      encoding="utf-8")
     (tmp / "image_ids.txt").write_text("".join(s.image_id + "\n" for s in dataset.samples), encoding="utf-8")
+    for mode, crc in crcs.items():
+        np.save(tmp / _crc_file(mode), crc)
+    np.save(tmp / "sources.npy", stamps)
     manifest = _manifest(parts, dataset, transforms, source, bad=len(errors))
+    manifest["sha256"] = {name: _sha256_file(tmp / name) for name in _small_files(manifest)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -221,45 +204,45 @@ def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource,
 
     return {
         "format": CACHE_FORMAT,
-        "key": _sha256_json(parts),
+        "key": sha256_json(parts),
         "parts": parts,
         "count": len(dataset),
         "bad_images": bad,
         "data": str(source.root),
         "layout": source.layout,
-        "modes": {mode: {"shape": list(shape), "file": _pixels_file(mode),
+        "modes": {mode: {"shape": list(shape), "file": _pixels_file(mode), "crc32": _crc_file(mode),
                          "description": describe_transform(transforms[mode])}
                   for mode, shape in dataset.shapes.items()},
-        "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt"},
+        "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt",
+                  "sources": "sources.npy"},
         # informational, not part of the key: the versions that produced the pixels
         "versions": {"numpy": np.__version__, "pillow": PIL.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` to ``target``; an old ``target`` is removed only once the new one is in place."""
-    old = None
-    if target.exists():
-        old = target.parent / f"{tmp.name}.old"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _small_files(manifest: dict) -> list[str]:
+    """Every file of a cache but the pixels, whose sha256 the manifest records."""
+    return [*manifest["files"].values(), *(info["crc32"] for info in manifest["modes"].values())]
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def open_cache(cache_dir: str | Path, samples: Sequence[Sample], transforms: Mapping[str, Callable]) -> "CachedDataset":
-    """The cache at ``cache_dir`` as a dataset, only if it was built for exactly these samples and
-    transforms (same key); otherwise a one-line :class:`BadInput` naming what differs."""
+def open_cache(cache_dir: str | Path, samples: Sequence[Sample], transforms: Mapping[str, Callable],
+               source: DataSource | None = None, verify: bool = True) -> "CachedDataset":
+    """The cache at ``cache_dir`` as a dataset, only if it was built for exactly these samples, source
+    files and transforms (same key); otherwise a one-line :class:`BadInput` naming what differs.
+    ``source`` is needed for dataset rows. ``verify=False`` skips the per-image CRC check (for
+    measuring its cost only)."""
     cache_dir = Path(cache_dir)
     manifest = _read_manifest(cache_dir)
-    expected = key_parts(samples, transforms)
-    if manifest.get("key") != _sha256_json(expected):
-        raise BadInput(f"cache {cache_dir} was built with {_difference(manifest, expected, transforms)}; {REBUILD_HINT}")
-    return CachedDataset(cache_dir, manifest)
+    stamps = source_stamps(samples)
+    expected = key_parts(samples, transforms, source, stamps)
+    if manifest.get("key") != sha256_json(expected):
+        why = difference(manifest, expected, transforms, cache_dir, samples, stamps)
+        raise BadInput(f"cache {cache_dir} was built with {why}; {REBUILD_HINT}")
+    return CachedDataset(cache_dir, manifest, verify=verify)
 
 
 def _read_manifest(cache_dir: Path) -> dict:
@@ -281,35 +264,32 @@ def _check_manifest(manifest) -> None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
         raise ValueError("not a cache manifest")
     int(manifest["count"])
+    if manifest.get("format") != CACHE_FORMAT:
+        return  # refused by the key comparison, which names the format
     if not isinstance(manifest["modes"], dict) or not manifest["modes"]:
         raise ValueError("no modes")
     for info in manifest["modes"].values():
-        if len(info["shape"]) != 3 or not isinstance(info["file"], str):
+        if len(info["shape"]) != 3 or not isinstance(info["file"], str) or not isinstance(info["crc32"], str):
             raise ValueError("bad mode entry")
+    if not isinstance(manifest["sha256"], dict) or set(manifest["sha256"]) != set(_small_files(manifest)):
+        raise ValueError("no checksums")
 
 
-def _difference(manifest: dict, expected: dict, transforms: Mapping[str, Callable]) -> str:
-    """Which part of the key differs, in words."""
-    stored = manifest["parts"]
-    if stored.get("format") != expected["format"]:
-        return f"cache format {stored.get('format')} (this version reads format {expected['format']})"
-    reasons = []
-    if stored.get("images") != expected["images"]:
-        reasons.append(f"another image list ({stored.get('count')} images, ids sha256 {str(stored.get('images'))[:12]}; "
-                       f"this run: {expected['count']} images, {expected['images'][:12]})")
-    elif stored.get("labels") != expected["labels"]:
-        reasons.append("other labels for the same images")
-    if stored.get("preprocessing") != expected["preprocessing"]:
-        reasons.append(f"other preprocessing settings ({_modes_difference(manifest, transforms)})")
-    return " and ".join(reasons) or "other settings (key mismatch)"
+def _damaged_files(cache_dir: Path, manifest: dict) -> list[str]:
+    """The small files whose sha256 is not the one the manifest recorded (or that are missing)."""
+    bad = []
+    for name, digest in manifest["sha256"].items():
+        try:
+            if _sha256_file(cache_dir / name) != digest:
+                bad.append(name)
+        except OSError:
+            bad.append(name)
+    return bad
 
 
-def _modes_difference(manifest: dict, transforms: Mapping[str, Callable]) -> str:
-    stored = manifest.get("modes", {})
-    if set(stored) != set(transforms):
-        return f"modes {', '.join(sorted(stored))} vs {', '.join(sorted(transforms))}"
-    changed = [m for m in sorted(transforms) if stored[m].get("description") != describe_transform(transforms[m])]
-    return "differs in " + ", ".join(f"'{m}'" for m in changed) if changed else "descriptions differ"
+def _damage_message(image_id: str, cache_dir: Path, file: str) -> str:
+    return (f"{image_id}: cached pixels damaged (CRC-32 mismatch in {cache_dir / file}); "
+            f"check the cache with `python -m evaluate cache verify --cache-dir {cache_dir}` and rebuild it")
 
 
 class CachedBatch(list):
@@ -329,23 +309,33 @@ class CachedDataset(torch.utils.data.Dataset):
     so DataLoader workers open their own). ``__getitems__`` (used by DataLoader for a whole
     batch) reads a batch with one slice per mode when the indices are consecutive, one fancy
     index otherwise; use :meth:`collate` (the data module picks it up) to skip re-stacking.
+    Every image read is checked against its CRC-32: a mismatch makes it a bad image (``ok``
+    False, zero pixels, a message naming it), which fails the run unless bad images are skipped.
     """
 
-    def __init__(self, cache_dir: str | Path, manifest: dict):
+    def __init__(self, cache_dir: str | Path, manifest: dict, verify: bool = True):
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
+        self.verify = verify
         self.shapes = {mode: tuple(info["shape"]) for mode, info in manifest["modes"].items()}
+        damaged = _damaged_files(self.cache_dir, manifest)
+        if damaged:
+            raise BadInput(f"cache {self.cache_dir}: {', '.join(damaged)} damaged or missing (sha256 differs from "
+                           f"{MANIFEST}); {REBUILD_HINT}")
         try:
             self.labels = np.load(self.cache_dir / "labels.npy")
             self.ok = np.load(self.cache_dir / "ok.npy")
             self.errors = {int(i): m for i, m in json.loads((self.cache_dir / "errors.json").read_text("utf-8")).items()}
+            self.image_ids = (self.cache_dir / "image_ids.txt").read_text("utf-8").splitlines()
+            self.crcs = {mode: np.load(self.cache_dir / info["crc32"]) for mode, info in manifest["modes"].items()}
             arrays = self._open()
         except (OSError, ValueError, KeyError) as exc:
             raise BadInput(f"cache {self.cache_dir}: a file is missing or corrupt ({type(exc).__name__}); "
                            f"{REBUILD_HINT}") from None
         n = int(manifest["count"])
-        if len(self.labels) != n or len(self.ok) != n or any(
-                arr.shape != (n, *self.shapes[m]) or arr.dtype != np.uint8 for m, arr in arrays.items()):
+        if len(self.labels) != n or len(self.ok) != n or len(self.image_ids) != n or any(
+                arr.shape != (n, *self.shapes[m]) or arr.dtype != np.uint8 or self.crcs[m].shape != (n,)
+                for m, arr in arrays.items()):
             raise BadInput(f"cache {self.cache_dir}: its files do not match {MANIFEST}; {REBUILD_HINT}")
 
     def _open(self) -> dict[str, np.ndarray]:
@@ -371,22 +361,36 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> CachedBatch:
         idx = np.asarray(indices, dtype=np.int64)
-        pixels = {mode: torch.from_numpy(_take(arr, idx)) for mode, arr in self._open().items()}
-        labels, ok = self.labels[idx], self.ok[idx]
+        rows = {mode: _take(arr, idx) for mode, arr in self._open().items()}
+        ok = self.ok[idx].copy()
+        errors = {int(i): self.errors[int(i)] for i, good in zip(idx, ok) if not good}
+        if self.verify:
+            for mode, arr in rows.items():
+                for j in np.flatnonzero(crc32_rows(arr) != self.crcs[mode][idx]):
+                    i = int(idx[j])
+                    if ok[j]:
+                        errors[i] = _damage_message(self.image_ids[i], self.cache_dir, self.manifest["modes"][mode]["file"])
+                    ok[j] = False
+            for mode, arr in rows.items():
+                arr[~ok] = 0  # a damaged image carries zero pixels, like an unreadable one
+        pixels = {mode: torch.from_numpy(arr) for mode, arr in rows.items()}
+        labels = self.labels[idx]
         collated = {
             "index": torch.from_numpy(idx.copy()),
             "label": torch.from_numpy(labels.astype(np.int64)),
-            "ok": torch.from_numpy(ok.copy()),
+            "ok": torch.from_numpy(ok),
             "pixels": pixels,
-            "errors": [self.errors[int(i)] for i, good in zip(idx, ok) if not good],
+            "errors": [errors[int(i)] for i, good in zip(idx, ok) if not good],
         }
-        return CachedBatch([self._item(j, int(i), int(labels[j]), bool(ok[j]), pixels) for j, i in enumerate(idx)],
-                           collated)
+        items = [self._item(int(i), int(labels[j]), bool(ok[j]), {m: p[j] for m, p in pixels.items()}, errors)
+                 for j, i in enumerate(idx)]
+        return CachedBatch(items, collated)
 
-    def _item(self, j: int, index: int, label: int, ok: bool, pixels: dict) -> dict:
-        item = {"index": index, "label": label, "ok": ok, "pixels": {m: p[j] for m, p in pixels.items()}}
+    @staticmethod
+    def _item(index: int, label: int, ok: bool, pixels: dict, errors: dict) -> dict:
+        item = {"index": index, "label": label, "ok": ok, "pixels": pixels}
         if not ok:
-            item["error"] = self.errors[index]
+            item["error"] = errors[index]
         return item
 
     @staticmethod
@@ -400,3 +404,66 @@ def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and (len(idx) == 1 or bool((np.diff(idx) == 1).all())):
         return np.array(arr[idx[0]: idx[-1] + 1])
     return np.asarray(arr[idx])
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+@dataclass
+class CacheReport:
+    """What :func:`verify_cache` found: ``damaged`` lists (image id, pixel file) per image whose
+    pixels fail their CRC-32; ``damaged_files`` the small files whose sha256 differs."""
+
+    cache_dir: Path
+    count: int
+    modes: list[str]
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    damaged_files: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.damaged and not self.damaged_files
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """One line per finding (at most ``limit`` images), then a summary line."""
+        out = [f"damaged file: {self.cache_dir / name} (sha256 differs from {MANIFEST})" for name in self.damaged_files]
+        out += [f"damaged: {image_id} in {file}" for image_id, file in self.damaged[:limit]]
+        if len(self.damaged) > limit:
+            out.append(f"... and {len(self.damaged) - limit} more damaged image(s)")
+        state = "intact" if self.intact else (f"DAMAGED: {len(self.damaged)} image(s), {len(self.damaged_files)} "
+                                              f"other file(s); {REBUILD_HINT}")
+        out.append(f"cache {self.cache_dir}: {self.count} images, modes {', '.join(self.modes)}: {state}")
+        return out
+
+
+def verify_cache(cache_dir: str | Path, chunk: int = 256) -> CacheReport:
+    """Check every file of the cache at ``cache_dir`` against its recorded checksums.
+
+    Not a cache (no or an unreadable manifest, another format): :class:`BadInput`. A pixel file
+    that cannot be read at all counts every image of it as damaged."""
+    cache_dir = Path(cache_dir)
+    manifest = _read_manifest(cache_dir)
+    if manifest.get("format") != CACHE_FORMAT:
+        raise BadInput(f"cache {cache_dir}: cache format {manifest.get('format')} (this version reads format "
+                       f"{CACHE_FORMAT}); {REBUILD_HINT}")
+    n = int(manifest["count"])
+    report = CacheReport(cache_dir, n, sorted(manifest["modes"]), damaged_files=_damaged_files(cache_dir, manifest))
+    try:
+        ids = (cache_dir / "image_ids.txt").read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        ids = []
+    ids = ids if len(ids) == n else [f"#{i}" for i in range(n)]
+    for mode in report.modes:
+        info = manifest["modes"][mode]
+        try:
+            pixels = np.load(cache_dir / info["file"], mmap_mode="r")
+            crcs = np.load(cache_dir / info["crc32"])
+            if pixels.shape != (n, *info["shape"]) or pixels.dtype != np.uint8 or crcs.shape != (n,):
+                raise ValueError("shape")
+        except (OSError, ValueError):
+            report.damaged += [(i, info["file"]) for i in ids]
+            continue
+        for start in range(0, n, chunk):
+            bad = np.flatnonzero(crc32_rows(pixels[start:start + chunk]) != crcs[start:start + chunk])
+            report.damaged += [(ids[start + int(j)], info["file"]) for j in bad]
+    return report

@@ -28,7 +28,8 @@ FLAGS = {
     "models.model": "--model", "models.config": "--config", "models.reference": "--reference",
     "models.stock": "--stock", "models.with_stock": "--with-stock",
     "data.source": "--data", "data.labels_file": "--labels-file", "data.split": "--split",
-    "data.image_column": "--image-column", "data.label_column": "--label-column", "data.subset": "--subset",
+    "data.image_column": "--image-column", "data.label_column": "--label-column",
+    "data.label_numbering": "--label-numbering", "data.devkit_map": "--devkit-map", "data.subset": "--subset",
     "data.seed": "--seed", "data.subset_file": "--subset-file", "data.preprocessing": "--preprocessing",
     "data.skip_bad_images": "--skip-bad-images",
     "run.batch_size": "--batch-size", "run.num_workers": "--num-workers", "run.accelerator": "--accelerator",
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", default="validation", help="dataset split for datasets/Hub data (default: validation)")
     d.add_argument("--image-column", help="image column of a datasets dataset (default: auto)")
     d.add_argument("--label-column", help="label column of a datasets dataset (default: auto)")
+    d.add_argument("--label-numbering", choices=("index0", "devkit"), help="what class numbers in a labels file "
+                   "mean: index0 = 0-based position among the 1000 sorted WordNet ids; devkit = the ILSVRC2012 devkit's "
+                   "1-based ids (needs --devkit-map). Required when the labels are numbers")
+    d.add_argument("--devkit-map", metavar="FILE", help="with --label-numbering devkit: 1000 lines "
+                   "'<ILSVRC2012_ID> <WNID>', the synset table of the devkit's data/meta.mat")
     d.add_argument("--subset", type=int, metavar="N", help="evaluate a deterministic class-balanced subset of N images")
     d.add_argument("--seed", type=int, default=0, help="seed of the --subset choice (default: 0)")
     d.add_argument("--subset-file", metavar="FILE", help="evaluate exactly these image ids (one per line)")
@@ -121,7 +127,8 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
         ModelSpec(model=args.model, config=args.config, reference=path(args.reference), stock=args.stock,
                   with_stock=args.with_stock),
         DataSpec(source=args.data, labels_file=path(args.labels_file), split=args.split,
-                 image_column=args.image_column, label_column=args.label_column, subset=args.subset, seed=args.seed,
+                 image_column=args.image_column, label_column=args.label_column,
+                 label_numbering=args.label_numbering, devkit_map=path(args.devkit_map), subset=args.subset, seed=args.seed,
                  subset_file=path(args.subset_file), preprocessing=Preprocessing(args.preprocessing),
                  skip_bad_images=args.skip_bad_images),
         RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
@@ -213,7 +220,25 @@ def cache_build(argv: list[str]) -> int:
     return outcome(work)
 
 
-CACHE_COMMANDS = {"build": cache_build}
+def cache_verify(argv: list[str]) -> int:
+    """``python -m evaluate cache verify --cache-dir DIR``: every image and file against its checksum."""
+    parser = argparse.ArgumentParser(prog=f"{PROGRAM} cache verify",
+                                     description="Check every image and file of a cache against its checksums. "
+                                     "Exit status: 0 intact, 1 damaged entries, 2 not a cache.")
+    parser.add_argument("--cache-dir", metavar="DIR", required=True, help="the cache folder to check")
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        from .cache import verify_cache
+
+        report = verify_cache(args.cache_dir)
+        print("\n".join(report.lines()))
+        return ExitStatus.PASS if report.intact else ExitStatus.FAIL
+
+    return outcome(work)
+
+
+CACHE_COMMANDS = {"build": cache_build, "verify": cache_verify}
 
 if __name__ == "__main__":
     sys.exit(main())

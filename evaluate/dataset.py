@@ -59,7 +59,9 @@ class EvalDataset(torch.utils.data.Dataset):
             img = to_rgb(self.source.load_image(sample))
         except DECODE_ERRORS as exc:
             item["ok"] = False
-            item["error"] = f"{sample.image_id}: cannot decode image ({_one_line(exc)})"
+            # a file-system error (missing, a looping link, no permission) is "read"; the rest "decode"
+            verb = "read" if isinstance(exc, OSError) and exc.errno is not None else "decode"
+            item["error"] = f"{sample.image_id}: cannot {verb} image ({_one_line(exc)})"
             item["pixels"] = {mode: torch.zeros(shape, dtype=torch.uint8) for mode, shape in self.shapes.items()}
             return item
         item["pixels"] = {mode: t(img) for mode, t in self.transforms.items()}

@@ -29,7 +29,8 @@ class Inputs:
 def prepare_data(spec: DataSpec, label2id: dict[str, int] | None) -> Inputs:
     """Discover the layout and choose the images; ``label2id`` maps folder names that are the model's labels."""
     source = discover(spec.source, label2id=label2id, labels_file=spec.labels_file, split=spec.split,
-                      image_column=spec.image_column, label_column=spec.label_column)
+                      image_column=spec.image_column, label_column=spec.label_column,
+                      label_numbering=spec.label_numbering, devkit_map=spec.devkit_map)
     if spec.subset_file is not None:
         return Inputs(source, read_subset_file(spec.subset_file, source.samples), True)
     if spec.subset is not None:

@@ -20,15 +20,36 @@ Accepted layouts, tried in this order for a local path:
 A string that is not an existing path but looks like ``owner/name`` is loaded from the
 Hugging Face Hub with ``datasets.load_dataset(id, split=split)`` (:func:`load_hub_dataset`).
 
-Class indices (why they are computed this way):
+Class indices (why they are computed this way; ``shared/spec/imagenet-labels.md``):
 
-* A WordNet id (``n01440764``) maps to its position among the 1000 *sorted* ImageNet ids
-  (spec section 5), never to its position among the folders present, so a 10-class subset
-  still maps ``n01440764`` to 0.
+* A WordNet id (``n01440764``) maps to its position among the 1000 *sorted* ImageNet ids,
+  never to its position among the folders present, so a 10-class subset still maps
+  ``n01440764`` to 0.
 * Any other class name maps through the model's ``label2id`` (exact match), e.g. ``"0".."9"``.
-* Integers in a labels file or a dataset's label column are class indices as they are. A
-  ``ClassLabel`` column whose names differ from the model's is still read as its integers:
-  the Hub's ImageNet-1k stores the standard class index there.
+* A ``ClassLabel`` column's integers are positions among its names, so they are translated by
+  the same rule: names that are all WordNet ids map by WordNet id (``load_dataset("imagefolder")``
+  then ``save_to_disk`` or parquet numbers 100 classes 0..99); names that are all distinct labels
+  of the model map through ``label2id``. Other names (the Hub's ImageNet-1k: human-readable
+  names, "crane" twice) are read as the integers they are only when there are as many names as
+  the model has classes (the Hub's positions ARE the standard index); otherwise bad input.
+* A class *number* written as text (a labels file line, a string column) says nothing about its
+  numbering, so it needs ``label_numbering``: ``"index0"`` (the 0-based sorted-WordNet index) or
+  ``"devkit"`` (the ILSVRC2012 devkit's 1-based ILSVRC2012_IDs, translated ID -> WordNet id ->
+  index through ``devkit_map``). Without it a number is bad input, unless it is one of the
+  model's own label names (a digits model's "0".."9"). Never guessed.
+* ``devkit_map`` is a text file with one line per class, ``<ILSVRC2012_ID> <WNID>`` (words after
+  them are ignored; lines ``<WNID> <ID> ...`` are read too), 1000 distinct ids and WordNet ids. The
+  devkit keeps this table in ``data/meta.mat`` (MATLAB; reading it needs scipy, which this package
+  does not use), for example::
+
+      python -c "import scipy.io as s; m = s.loadmat('data/meta.mat', squeeze_me=True)['synsets']; print(''.join(f'{r[0]} {r[1]}\\n' for r in m[:1000]))" > devkit-map.txt
+
+* A typed integer column (not a ClassLabel) is read as the standard index, or by
+  ``label_numbering`` when one is given.
+
+An entry named like an image that cannot be read (a dangling or looping symlink, a file
+without read permission) is listed like any other image, so it fails the run (or is counted
+with ``--skip-bad-images``) like any other unreadable image, instead of vanishing.
 
 Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`.
 """
@@ -36,8 +57,11 @@ Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -45,7 +69,9 @@ from typing import Any, Iterable
 from PIL import Image, ImageFile
 
 from cvt_port.errors import BadInput
-from cvt_port.labels import wnid_to_index
+
+from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
+    LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
 
 # A truncated file is a bad image, not something to pad with grey (PIL's default is False too;
 # set it explicitly because any imported library may have flipped it).
@@ -113,6 +139,12 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _image_entry(path: Path) -> bool:
+    """An entry named like an image that is not a folder: files, and also links that lead nowhere
+    or in a loop (``is_file()`` is False for those; they must fail as unreadable images, not vanish)."""
+    return is_image_file(path) and not path.is_dir()
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -124,43 +156,50 @@ def discover(
     split: str = "validation",
     image_column: str | None = None,
     label_column: str | None = None,
+    label_numbering: str | None = None,
+    devkit_map: str | Path | None = None,
 ) -> DataSource:
-    """Recognise the layout of ``data`` and list its samples (see the module docstring)."""
+    """Recognise the layout of ``data`` and list its samples (see the module docstring).
+
+    ``label_numbering`` ("index0" | "devkit") states what class numbers written as text mean;
+    "devkit" needs ``devkit_map``."""
+    numbering = stated_numbering(label_numbering, devkit_map)
     text = str(data)
     path = Path(text).expanduser()
     if not path.exists():
         if labels_file is None and _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
             ds = _hub_dataset_or_bad_input(text, split)
-            return _from_dataset(ds, text, label2id, image_column, label_column)
+            return _from_dataset(ds, text, label2id, image_column, label_column, numbering)
         raise BadInput(f"--data {text}: path does not exist (give {ACCEPTED})")
 
     if path.is_file():
         if path.suffix.lower() == ".parquet":
-            return _from_dataset(_load_parquet([path]), text, label2id, image_column, label_column)
+            return _from_dataset(_load_parquet([path]), text, label2id, image_column, label_column, numbering)
         raise BadInput(f"--data {text}: a file that is not .parquet; give {ACCEPTED}")
 
     if labels_file is not None:
-        return _flat(path, Path(labels_file), label2id)
+        return _flat(path, Path(labels_file), label2id, numbering)
     if (path / "dataset_dict.json").is_file() or (
         (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
     ):
         ds = _load_saved_dataset(path, split)
-        return _from_dataset(ds, text, label2id, image_column, label_column)
+        return _from_dataset(ds, text, label2id, image_column, label_column, numbering)
 
     root = _imagefolder_root(path)
     if root is not None:
         return _imagefolder(root, label2id)
-    if any(is_image_file(p) for p in path.iterdir() if p.is_file()):
+    if any(_image_entry(p) for p in path.iterdir()):
         found = next((path / n for n in AUTO_LABEL_FILES if (path / n).is_file()), None)
         if found is None:
             raise BadInput(
                 f"--data {text}: a flat folder of images needs a labels file: pass --labels-file, "
                 f"or put one of {', '.join(AUTO_LABEL_FILES)} in the folder"
             )
-        return _flat(path, found, label2id)
+        return _flat(path, found, label2id, numbering)
     parquet = sorted(path.rglob("*.parquet"))
     if parquet:
-        return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column, label_column)
+        return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column,
+                             label_column, numbering)
     if not any(not p.name.startswith(".") for p in path.iterdir()):
         raise BadInput(f"--data {text}: folder is empty (give {ACCEPTED})")
     raise BadInput(f"--data {text}: no images or dataset files found; accepted layouts: {ACCEPTED}")
@@ -173,7 +212,7 @@ def _class_dirs(path: Path) -> list[Path]:
     """Sub-folders of ``path`` that hold at least one image file (at any depth)."""
     out = []
     for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if any(is_image_file(f) for f in d.rglob("*") if f.is_file()):
+        if any(_image_entry(f) for f in d.rglob("*")):
             out.append(d)
     return out
 
@@ -189,16 +228,6 @@ def _imagefolder_root(path: Path) -> Path | None:
     return None
 
 
-def class_index(name: str, label2id: dict[str, int] | None) -> int | None:
-    """Class index of a class name: WordNet id -> sorted-wnid position; else the model's label2id."""
-    idx = wnid_to_index().get(name)
-    if idx is not None:
-        return idx
-    if label2id and name in label2id:
-        return int(label2id[name])
-    return None
-
-
 def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
     samples = []
     for d in _class_dirs(root):
@@ -209,7 +238,7 @@ def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
                 f"--data {root}: class folder '{d.name}' is neither an ImageNet WordNet id{known}; "
                 "rename or remove it"
             )
-        for f in sorted(p for p in d.rglob("*") if p.is_file() and is_image_file(p)):
+        for f in sorted(p for p in d.rglob("*") if _image_entry(p)):
             if any(part.startswith(".") for part in f.relative_to(d).parts):
                 continue
             samples.append(Sample(f.relative_to(root).as_posix(), idx, str(f)))
@@ -221,7 +250,7 @@ def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
 # --------------------------------------------------------------------------- flat folder + labels file
 
 
-def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None) -> DataSource:
+def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None, numbering) -> DataSource:
     """Flat folder of images + a labels file.
 
     Which label belongs to which image:
@@ -235,37 +264,19 @@ def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None) -> Dat
     """
     if not labels_file.is_file():
         raise BadInput(f"--labels-file {labels_file}: file not found")
-    files = sorted((p for p in path.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: p.name)
+    files = sorted((p for p in path.iterdir() if _image_entry(p)), key=lambda p: p.name)
     if not files:
         raise BadInput(f"--data {path}: no image files directly in the folder (needed with --labels-file {labels_file})")
     if labels_file.suffix.lower() == ".csv":
-        labels = _labels_from_csv(files, labels_file, label2id)
+        labels = _labels_from_csv(files, labels_file, label2id, numbering)
     else:
-        labels = _labels_from_text(files, labels_file, label2id)
+        labels = _labels_from_text(files, labels_file, label2id, numbering)
     samples = [Sample(f.name, lab, str(f)) for f, lab in zip(files, labels)]
     _check_range(samples, label2id, f"--labels-file {labels_file}")
     return DataSource("flat", samples, _all_ilsvrc(samples), str(path))
 
 
-def _label_token(token: str, label2id: dict[str, int] | None, where: str, *, digits_first: bool = True) -> int:
-    """A label written as text: a class index (digits), a WordNet id, or a label of the model.
-
-    In labels files digits are class indices first (the ground-truth file convention); in a
-    dataset's string column the model's labels come first (a column of "0".."9" names).
-    """
-    token = token.strip()
-    is_digits = re.fullmatch(r"\d+", token) is not None
-    if is_digits and digits_first:
-        return int(token)
-    idx = class_index(token, label2id)
-    if idx is None and is_digits:
-        idx = int(token)
-    if idx is None:
-        raise BadInput(f"{where}: '{token}' is neither a class index, an ImageNet WordNet id nor a label of the model")
-    return idx
-
-
-def _labels_from_csv(files: list[Path], labels_file: Path, label2id) -> list[int]:
+def _labels_from_csv(files: list[Path], labels_file: Path, label2id, numbering) -> list[int]:
     try:
         with labels_file.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -278,16 +289,17 @@ def _labels_from_csv(files: list[Path], labels_file: Path, label2id) -> list[int
         tokens = (row["PredictionString"] or "").split()
         if not tokens:
             raise BadInput(f"--labels-file {labels_file} line {line}: empty PredictionString")
-        by_id[row["ImageId"].strip()] = _label_token(tokens[0], label2id, f"--labels-file {labels_file} line {line}")
+        by_id[row["ImageId"].strip()] = (line, tokens[0])
     out = []
     for f in files:
         if f.stem not in by_id:
             raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (ImageId {f.stem})")
-        out.append(by_id[f.stem])
+        line, token = by_id[f.stem]
+        out.append(label_token(token, label2id, f"--labels-file {labels_file} line {line}", numbering))
     return out
 
 
-def _labels_from_text(files: list[Path], labels_file: Path, label2id) -> list[int]:
+def _labels_from_text(files: list[Path], labels_file: Path, label2id, numbering) -> list[int]:
     try:
         lines = labels_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -304,12 +316,10 @@ def _labels_from_text(files: list[Path], labels_file: Path, label2id) -> list[in
                 f"--labels-file {labels_file}: {len(lines)} lines for {len(files)} images; line n must be the "
                 "label of the n-th image in sorted file-name order"
             )
-    out = []
-    for f, n in zip(files, wanted):
+    for f, n in zip(files, wanted):  # every image has a line before any line is interpreted
         if n > len(lines) or not lines[n - 1].strip():
             raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (needs line {n}; the file has {len(lines)})")
-        out.append(_label_token(lines[n - 1], label2id, f"--labels-file {labels_file} line {n}"))
-    return out
+    return [label_token(lines[n - 1], label2id, f"--labels-file {labels_file} line {n}", numbering) for n in wanted]
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets
@@ -381,9 +391,11 @@ def _pick_column(ds, given: str | None, flag: str, auto: Iterable[str], kind: st
     raise BadInput(f"no {kind} column found (columns: {', '.join(names)}); pass {flag}")
 
 
-def _from_dataset(ds, where: str, label2id, image_column: str | None, label_column: str | None) -> DataSource:
+def _from_dataset(ds, where: str, label2id, image_column: str | None, label_column: str | None,
+                  numbering=None) -> DataSource:
     """Samples of a ``datasets.Dataset``: ids are the images' file names when every row has a
-    distinct one (the Hub's ImageNet stores them), else ``row-<index>``."""
+    distinct one (the Hub's ImageNet stores them), else ``row-<index>``. Labels: see the module
+    docstring (ClassLabel positions translated through their names where the names say what they are)."""
     import datasets
 
     features = ds.features
@@ -397,14 +409,20 @@ def _from_dataset(ds, where: str, label2id, image_column: str | None, label_colu
         ds = ds.cast_column(img_col, datasets.Image(decode=False))
 
     raw_labels = list(ds[lab_col])
+    names = getattr(features.get(lab_col), "names", None) if type(features.get(lab_col)).__name__ == "ClassLabel" else None
+    by_position = classlabel_translation(names, label2id, f"--data {where} column '{lab_col}'") if names else None
     labels = []
     for i, v in enumerate(raw_labels):
         if isinstance(v, bool) or v is None or (isinstance(v, int) and v < 0):
             raise BadInput(f"--data {where}: row {i} has no label ({v!r} in column '{lab_col}'); use a split with ground truth")
-        if isinstance(v, int):
-            labels.append(v)
+        if isinstance(v, int) and names is not None:
+            if v >= len(names):
+                raise BadInput(f"--data {where}: row {i} has label {v} but column '{lab_col}' has {len(names)} class names")
+            labels.append(by_position[v] if by_position is not None else v)
+        elif isinstance(v, int):
+            labels.append(numbering(v, f"--data {where} row {i} column '{lab_col}'") if numbering else v)
         elif isinstance(v, str):
-            labels.append(_label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'", digits_first=False))
+            labels.append(label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'", numbering))
         else:
             raise BadInput(f"--data {where}: column '{lab_col}' holds {type(v).__name__}, not class indices or names; pass --label-column")
 
@@ -452,6 +470,9 @@ def _decode_cell(value) -> Image.Image:
 
 
 def _open_image(src) -> Image.Image:
+    if isinstance(src, (str, Path)) and not stat.S_ISREG(os.stat(src).st_mode):
+        # a FIFO, socket or device named like an image: unreadable (opening a FIFO would block)
+        raise OSError(errno.EINVAL, "not a regular file", str(src))
     img = Image.open(src)
     img.load()  # decode now: a corrupt or truncated file must fail here, not later
     return img

@@ -23,6 +23,7 @@ from cvt_port.errors import BadInput
 DEFAULT_OUTPUT = Path("cvt-port-output")  # where reports go when no output is given (CLI and demo)
 
 Attention = Literal["einsum", "sdpa"]
+LabelNumbering = Literal["index0", "devkit"]
 ATTENTIONS: tuple[str, ...] = ("einsum", "sdpa")
 
 
@@ -96,6 +97,8 @@ class DataSpec:
     split: str = "validation"
     image_column: str | None = None
     label_column: str | None = None
+    label_numbering: LabelNumbering | None = None  # what class numbers in a labels file mean (never guessed)
+    devkit_map: Path | None = None  # "<ILSVRC2012_ID> <WNID>" lines, for label_numbering "devkit"
     subset: int | None = None  # a deterministic class-balanced subset of this many images
     seed: int = 0
     subset_file: Path | None = None  # exactly these image ids (wins over subset)

@@ -10,9 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from cvt_port.atomic import staged_dir
+from cvt_port.errors import BadInput
 
 from .gate import Check, gate_checks, verdict
 from .real_labels import real_labels_for
@@ -148,18 +152,22 @@ def markdown(record: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+REPORT_FILES = ("report.json", "report.md", "predictions.csv", "per_class.csv")
+_OURS_HIDDEN = re.compile(r"^\..+\.(tmp|old)-")  # cvt_port.atomic's and the converter's temporary names
 
 
 def write_reports(output: Path, record: dict, results: dict, image_ids, primary: str, reference: str | None,
                   class_names: list[str]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    _atomic_write(output / "report.json", json.dumps(record, indent=2) + "\n")
-    _atomic_write(output / "report.md", markdown(record))
+    """Write report.json, report.md, predictions.csv and per_class.csv into ``output`` as one unit.
+
+    They are written into a new folder beside ``output`` which then replaces it whole
+    (:func:`cvt_port.atomic.staged_dir`): the previous report stays intact until the new one is
+    complete, two runs given the same ``output`` leave one run's reports, never a mix, and the files
+    get the umask's usual permissions like the model folder. A converted model folder already in
+    ``output`` (the default demo's) is carried into the new folder (:func:`_carry_over`).
+    """
+    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
+    check_output(output)
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
     lines = [["image_id", "label", *[f"pred{i + 1}" for i in range(k)], *(["reference_top1"] if reference else []),
@@ -167,7 +175,6 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
     for idx, label, top in results["rows"]:
         lines.append([image_ids[idx], label, *top[primary], *([top[reference][0]] if reference else []),
                       *[top[n][0] for n in others]])
-    _atomic_write(output / "predictions.csv", _csv(lines))
     counts = [0] * len(class_names)
     for _, label, _ in results["rows"]:
         counts[label] += 1
@@ -175,7 +182,70 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
     for c, name in enumerate(class_names):
         if counts[c]:
             pc.append([c, name, counts[c], *[f"{m.per_class[c]:.4f}" for m in results["models"].values()]])
-    _atomic_write(output / "per_class.csv", _csv(pc))
+    texts = {"report.json": json.dumps(record, indent=2) + "\n", "report.md": markdown(record),
+             "predictions.csv": _csv(lines), "per_class.csv": _csv(pc)}
+    with staged_dir(output) as tmp:
+        for name in REPORT_FILES:
+            with open(tmp / name, "w", encoding="utf-8", newline="") as fh:
+                fh.write(texts[name])
+        _carry_over(output, tmp)
+
+
+def check_output(output: Path) -> None:
+    """The folder a run's reports go to is the run's own, replaced as a whole: it must be new, empty or
+    hold a previous run's files (reports, converted model folders), and not hold the current folder.
+    A one-line :class:`BadInput` otherwise; nothing is written here (a run can call it before its pass)."""
+    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
+    where = f"--output {output}"
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"{where}: exists and is not a folder; give a folder for the reports")
+    cwd = Path.cwd().resolve()
+    if output.resolve() == cwd or output.resolve() in cwd.parents:
+        raise BadInput(f"{where}: holds the current folder, but the reports' folder is replaced as a whole when the "
+                       "run ends; give a folder of its own")
+    if output.is_dir():
+        foreign = next((p.name for p in sorted(output.iterdir()) if not _ours(p)), None)
+        if foreign is not None:
+            raise BadInput(f"{where}: holds {foreign!r}, which is not a report or model folder of a previous run, and "
+                           "the reports' folder is replaced as a whole; give a new or empty folder")
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{where}: cannot write in {parent}; give a writable place for the reports")
+
+
+def _ours(entry: Path) -> bool:
+    """A report file, a converted model folder (the default demo writes one into --output), or a temporary
+    folder of ours."""
+    if entry.name in REPORT_FILES or _OURS_HIDDEN.match(entry.name):
+        return True
+    return entry.is_dir() and not entry.is_symlink() and ((entry / "config.json").is_file()
+                                                           or (entry / "conversion.json").is_file())
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Every model folder of a previous output folder (e.g. the demo's converted model) goes into the
+    new one, as hard links (copies where the file system has none): the previous folder stays whole
+    until the swap, and a folder converted meanwhile by another run is taken as it is now."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        if entry.name in REPORT_FILES or _OURS_HIDDEN.match(entry.name) or not _ours(entry):
+            continue
+        for _ in range(3):  # a concurrent conversion may swap the folder while it is being linked: retry
+            try:
+                shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+                break
+            except (FileNotFoundError, shutil.Error):
+                shutil.rmtree(new / entry.name, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _csv(rows) -> str:

@@ -18,11 +18,13 @@ from .subset import samples_sha256
 def run_plan(plan: EvalPlan) -> EvalResult:
     from .dataset import EvalDataset
     from .lightning_module import EvalDataModule, EvalModule
-    from .report import build_record, print_summary, write_reports
+    from .report import build_record, check_output, print_summary, write_reports
     from .trainer import cluster_environment, make_trainer, run_validation
 
     m, d, r = plan.models, plan.data, plan.run
     trainer = make_trainer(r)  # before any loading: an impossible device setting fails fast
+    if plan.report.output is not None:
+        check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
     folder = inspect_folder(m.model)
     variant = resolve_variant(m.config, folder)
     if m.reference is not None and not Path(m.reference).exists():
@@ -38,7 +40,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if r.cache_dir is not None:
         from .cache import open_cache
 
-        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms)
+        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source)
     else:
         dataset = EvalDataset(inputs.source, inputs.samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}

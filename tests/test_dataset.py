@@ -111,7 +111,7 @@ def test_datasets_source_in_workers_with_a_corrupt_row(tmp_path):
 def test_unreadable_file_is_reported(tmp_path):
     src = DataSource("flat", [Sample("gone.JPEG", 0, str(tmp_path / "gone.JPEG"))], False)
     item = EvalDataset(src, src.samples, transforms())[0]
-    assert item["ok"] is False and item["error"].startswith("gone.JPEG:")
+    assert item["ok"] is False and item["error"].startswith("gone.JPEG: cannot read image (FileNotFoundError")
 
 
 # --------------------------------------------------------------------------- subsets

@@ -148,7 +148,7 @@ def test_flat_index_per_line_full_ground_truth_file(tmp_path):
     make_flat(tmp_path, numbers)
     truth = np.random.default_rng(1).integers(0, 1000, 50_000)
     (tmp_path / "val_labels.txt").write_text("".join(f"{v}\n" for v in truth))  # auto-detected
-    src = discover(tmp_path)
+    src = discover(tmp_path, label_numbering="index0")
     assert [s.label for s in src.samples] == [int(truth[n - 1]) for n in numbers]
 
 
@@ -156,7 +156,7 @@ def test_flat_non_ilsvrc_names_use_sorted_order(tmp_path):
     for name, seed in (("b.jpg", 0), ("a.png", 1), ("c.jpeg", 2)):
         write_image(tmp_path / name, seed=seed)
     (tmp_path / "labels.txt").write_text("4\n5\n6\n")
-    src = discover(tmp_path)
+    src = discover(tmp_path, label_numbering="index0")
     assert [(s.image_id, s.label) for s in src.samples] == [("a.png", 4), ("b.jpg", 5), ("c.jpeg", 6)]
     assert src.is_ilsvrc_val is False
 
@@ -251,7 +251,7 @@ def test_dataset_string_labels_go_through_label2id(tmp_path):
     ds = _dataset([1, 2], ["0", "1"], names=False, label_feature=datasets.Value("string"))
     ds.save_to_disk(str(tmp_path / "d"))
     assert [s.label for s in discover(tmp_path / "d", label2id=label2id).samples] == [1, 0]
-    assert [s.label for s in discover(tmp_path / "d").samples] == [0, 1]  # no model: digits are indices
+    assert [s.label for s in discover(tmp_path / "d", label_numbering="index0").samples] == [0, 1]
 
 
 def test_dataset_columns_given_explicitly_and_missing(tmp_path):
