@@ -18,9 +18,7 @@ from transformers import CvtConfig, CvtForImageClassification
 from transformers.activations import ACT2FN
 from transformers.models.cvt.modeling_cvt import CvtIntermediate
 
-from .variants import Variant
-
-INTERPOLATION = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL resample codes
+from .variants import INTERPOLATIONS, Variant
 
 
 def hf_config(variant: Variant) -> CvtConfig:
@@ -106,7 +104,7 @@ def make_image_processor(variant: Variant):
     sizes (the bundled tiny model) use ViT's processor, which always warps.
     """
     p = variant.preprocessing
-    common = dict(resample=INTERPOLATION[p.interpolation], image_mean=list(p.mean), image_std=list(p.std))
+    common = dict(resample=INTERPOLATIONS[p.interpolation], image_mean=list(p.mean), image_std=list(p.std))
     if p.resize == "shorter_side_then_center_crop" and p.img_size >= 384:
         raise ValueError(f"{variant.path}: ConvNext's processor cannot crop at size {p.img_size} >= 384")
     with quiet_transformers():

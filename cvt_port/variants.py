@@ -3,10 +3,16 @@
 Each file is the single source of truth for a variant (architecture, evaluation
 preprocessing, release file name, Hub name, reference accuracy and gate tolerances).
 Both ``cvt_port`` and ``evaluate`` read variants through this module only.
+
+A file is typed and range-checked as it is loaded (:func:`load_variant_file`): a value that
+would fail an hour into an evaluation (``top1_tolerance: lots``), be silently misread
+(``crop_pct: "0.875"``) or crash deep inside a library (``interpolation: bicubik``) is a
+one-line :class:`BadInput` naming the file, the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,21 @@ import yaml
 
 from .errors import BadInput
 
+# The gate's defaults, used when a config's ``gate`` section leaves a key out (their one home: the
+# evaluation's gate and the bundled model's generated config read them from here).
+DEFAULT_TOP1_TOLERANCE = 0.1  # top-1 points: the converted model may differ from the original by this much
+DEFAULT_MIN_AGREEMENT = 0.999  # fraction of images on which converted and original must agree on top-1
+DEFAULT_DETECTABLE_DROP = 1.0  # top-1 points: the regression a check must be able to detect to be made
+
+# What ``preprocessing.interpolation`` may name, with PIL's resample codes (Image.Resampling values,
+# which Hugging Face image processors take as ``resample``).
+INTERPOLATIONS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+# What ``preprocessing.resize`` may name: the 224 models' rule (shorter side to img_size / crop_pct, then a
+# centre crop) and the 384 models' rule (warp to img_size x img_size).
+RESIZE_RULES = ("shorter_side_then_center_crop", "warp")
+# The reference implementation computes QuickGELU (what the releases were trained with), so that is the one
+# activation a config can record.
+ACTIVATIONS = ("quick_gelu",)
 
 
 def _configs_dir() -> Path:
@@ -52,9 +73,9 @@ class Architecture:
 @dataclass(frozen=True)
 class Preprocessing:
     img_size: int
-    resize: str  # "shorter_side_then_center_crop" (224 models) or "warp" (384 models)
+    resize: str  # one of RESIZE_RULES
     crop_pct: float
-    interpolation: str
+    interpolation: str  # one of INTERPOLATIONS
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
@@ -78,11 +99,16 @@ class Variant:
 
     @property
     def top1_tolerance(self) -> float:
-        return float(self.gate.get("top1_tolerance", 0.1))
+        return float(self.gate.get("top1_tolerance", DEFAULT_TOP1_TOLERANCE))
 
     @property
     def min_agreement(self) -> float:
-        return float(self.gate.get("min_agreement", 0.999))
+        return float(self.gate.get("min_agreement", DEFAULT_MIN_AGREEMENT))
+
+    @property
+    def detectable_drop(self) -> float:
+        """Top-1 points: the smallest regression the gate's checks must be able to detect."""
+        return float(self.gate.get("detectable_drop", DEFAULT_DETECTABLE_DROP))
 
     def class_names(self) -> list[str]:
         """Class names in class-index order (ImageNet-1k from the project's copy of the list)."""
@@ -95,41 +121,227 @@ class Variant:
         raise BadInput(f"{self.path}: 'labels' must be 'imagenet-1k' or a list of class names")
 
 
-_ARCH_KEYS = {f for f in Architecture.__dataclass_fields__}
-_PRE_KEYS = {f for f in Preprocessing.__dataclass_fields__}
+# --------------------------------------------------------------------------- checking a file
 
 
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+def _show(value) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _FileChecker:
+    """Typed, range-checked reads of one parsed YAML document; every failure is one BadInput line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, value, allowed: str):
+        raise BadInput(f"{self.path}: key '{key}' = {_show(value)}: must be {allowed}")
+
+    def section(self, doc: dict, name: str, allowed: tuple[str, ...], required: tuple[str, ...] = (),
+                optional_section: bool = False) -> dict:
+        value = doc.get(name)
+        if value is None and optional_section:
+            return {}
+        if not isinstance(value, dict):
+            if name not in doc:
+                raise BadInput(f"{self.path}: section '{name}' is missing (keys: {', '.join(allowed)})")
+            self.fail(name, value, f"a mapping of {', '.join(allowed)}")
+        unknown = sorted(str(k) for k in value if k not in allowed)
+        if unknown:
+            raise BadInput(f"{self.path}: unknown key '{name}.{unknown[0]}'; allowed in '{name}': {', '.join(allowed)}")
+        missing = [k for k in required if k not in value]
+        if missing:
+            raise BadInput(f"{self.path}: key '{name}.{missing[0]}' is missing")
+        return value
+
+    @staticmethod
+    def _is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    @staticmethod
+    def _is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(self, key: str, value, minimum: int) -> int:
+        if not self._is_int(value) or value < minimum:
+            self.fail(key, value, f"an integer >= {minimum}")
+        return value
+
+    def number(self, key: str, value, allowed: str, ok) -> float:
+        if not self._is_number(value) or not ok(value):
+            self.fail(key, value, allowed)
+        return float(value)
+
+    def text(self, key: str, value, nullable: bool = True) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, value, "a non-empty string" + (" or null" if nullable else ""))
+        return value
+
+    def choice(self, key: str, value, choices) -> str:
+        if not isinstance(value, str) or value not in choices:
+            self.fail(key, value, "one of " + ", ".join(choices))
+        return value
+
+    def int_list(self, key: str, value, length: int | None, minimum: int, what: str) -> tuple[int, ...]:
+        count = "one per stage" if length is None else f"{length} of them, one per stage"
+        allowed = f"a list of integers >= {minimum} ({what}; {count})"
+        if not isinstance(value, (list, tuple)) or not value or (length is not None and len(value) != length):
+            self.fail(key, value, allowed)
+        if not all(self._is_int(v) and v >= minimum for v in value):
+            self.fail(key, value, allowed)
+        return tuple(value)
+
+
+_ARCH_KEYS = tuple(Architecture.__dataclass_fields__)
+_PRE_KEYS = tuple(Preprocessing.__dataclass_fields__)
+_TOP_KEYS = ("name", "release_file", "hub_id", "pretrained_on", "architecture", "preprocessing", "labels",
+             "reference", "gate")
+_REFERENCE_KEYS = ("top1", "top5", "source", "dataset", "num_samples")
+_GATE_KEYS = ("top1_tolerance", "min_agreement", "detectable_drop")
+
+
+def _architecture(c: _FileChecker, doc: dict) -> Architecture:
+    a = c.section(doc, "architecture", _ARCH_KEYS, required=("depth", "num_heads", "embed_dim"))
+    default = Architecture(depth=(1,), num_heads=(1,), embed_dim=(1,))
+    depth = c.int_list("architecture.depth", a["depth"], None, 1, "blocks")
+    n = len(depth)
+    heads = c.int_list("architecture.num_heads", a["num_heads"], n, 1, "attention heads")
+    dims = c.int_list("architecture.embed_dim", a["embed_dim"], n, 1, "widths")
+    if any(d % h for d, h in zip(dims, heads)):
+        c.fail("architecture.embed_dim", dims, f"divisible by num_heads {list(heads)} stage by stage")
+
+    def per_stage(key: str, minimum: int, what: str) -> tuple[int, ...]:
+        return c.int_list(f"architecture.{key}", a.get(key, getattr(default, key)), n, minimum, what)
+
+    cls = a.get("cls_token", default.cls_token)
+    if not isinstance(cls, (list, tuple)) or len(cls) != n or not all(isinstance(v, bool) for v in cls):
+        c.fail("architecture.cls_token", cls, f"a list of {n} booleans (true/false), one per stage")
+    return Architecture(
+        depth=depth,
+        num_heads=heads,
+        embed_dim=dims,
+        patch_sizes=per_stage("patch_sizes", 1, "convolution kernel sizes"),
+        patch_stride=per_stage("patch_stride", 1, "convolution strides"),
+        patch_padding=per_stage("patch_padding", 0, "convolution paddings"),
+        mlp_ratio=c.number("architecture.mlp_ratio", a.get("mlp_ratio", default.mlp_ratio), "a number > 0",
+                           lambda v: v > 0),
+        cls_token=tuple(cls),
+        num_classes=c.integer("architecture.num_classes", a.get("num_classes", default.num_classes), 1),
+        in_chans=c.integer("architecture.in_chans", a.get("in_chans", default.in_chans), 1),
+        activation=c.choice("architecture.activation", a.get("activation", default.activation), ACTIVATIONS),
+    )
+
+
+def _triple(c: _FileChecker, key: str, value, positive: bool) -> tuple[float, float, float]:
+    allowed = f"a list of 3 numbers{' > 0' if positive else ''} (one per RGB channel)"
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        c.fail(key, value, allowed)
+    if not all(c._is_number(v) and (v > 0 or not positive) for v in value):
+        c.fail(key, value, allowed)
+    return tuple(float(v) for v in value)
+
+
+def _preprocessing(c: _FileChecker, doc: dict) -> Preprocessing:
+    p = c.section(doc, "preprocessing", _PRE_KEYS, required=_PRE_KEYS)
+    return Preprocessing(
+        img_size=c.integer("preprocessing.img_size", p["img_size"], 1),
+        resize=c.choice("preprocessing.resize", p["resize"], RESIZE_RULES),
+        crop_pct=c.number("preprocessing.crop_pct", p["crop_pct"], "a number in (0, 1]", lambda v: 0 < v <= 1),
+        interpolation=c.choice("preprocessing.interpolation", p["interpolation"], tuple(INTERPOLATIONS)),
+        mean=_triple(c, "preprocessing.mean", p["mean"], positive=False),
+        std=_triple(c, "preprocessing.std", p["std"], positive=True),
+    )
+
+
+def _labels(c: _FileChecker, doc: dict, num_classes: int):
+    labels = doc.get("labels", "imagenet-1k")
+    if labels == "imagenet-1k":
+        if num_classes != 1000:
+            c.fail("labels", labels, f"a list of {num_classes} class names: 'imagenet-1k' names 1000 classes, "
+                                     f"architecture.num_classes is {num_classes}")
+        return labels
+    allowed = f"'imagenet-1k' or a list of {num_classes} distinct class names (architecture.num_classes)"
+    if not isinstance(labels, list) or len(labels) != num_classes:
+        c.fail("labels", labels, allowed)
+    if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels):
+        c.fail("labels", labels, allowed)
+    if len({str(x) for x in labels}) != len(labels):
+        c.fail("labels", labels, allowed)
+    return list(labels)
+
+
+def _reference(c: _FileChecker, doc: dict) -> dict:
+    r = c.section(doc, "reference", _REFERENCE_KEYS, optional_section=True)
+    for key in ("top1", "top5"):
+        if r.get(key) is not None:
+            c.number(f"reference.{key}", r[key], "a top-1/top-5 accuracy in percent, 0 to 100, or null",
+                     lambda v: 0 <= v <= 100)
+    for key in ("source", "dataset"):
+        c.text(f"reference.{key}", r.get(key))
+    if r.get("num_samples") is not None:
+        c.integer("reference.num_samples", r["num_samples"], 1)
+    return dict(r)
+
+
+def _gate(c: _FileChecker, doc: dict) -> dict:
+    g = c.section(doc, "gate", _GATE_KEYS, optional_section=True)
+    if "top1_tolerance" in g:
+        c.number("gate.top1_tolerance", g["top1_tolerance"], "a number of top-1 points from 0 to 100",
+                 lambda v: 0 <= v <= 100)
+    if "min_agreement" in g:
+        c.number("gate.min_agreement", g["min_agreement"], "a fraction in (0, 1] (0.999 = 99.9% of images)",
+                 lambda v: 0 < v <= 1)
+    if "detectable_drop" in g:
+        c.number("gate.detectable_drop", g["detectable_drop"], "a number of top-1 points > 0 and <= 100",
+                 lambda v: 0 < v <= 100)
+    return dict(g)
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise BadInput(f"{path}: not valid YAML ({problem}{where})") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
 def load_variant_file(path: str | Path) -> Variant:
-    """Read one variant YAML file; a malformed file is a one-line :class:`BadInput`."""
+    """Read one variant YAML file, every key typed and range-checked: a bad file is a one-line
+    :class:`BadInput` naming the file, the key, the value and what is allowed."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: variant config not found (see {CONFIGS_DIR} for the known variants)")
-    try:
-        doc = yaml.safe_load(path.read_text())
-        arch, pre = doc["architecture"], doc["preprocessing"]
-        unknown = (set(arch) - _ARCH_KEYS) | (set(pre) - _PRE_KEYS)
-        if unknown:
-            raise BadInput(f"{path}: unknown keys {sorted(unknown)}")
-        return Variant(
-            name=doc["name"],
-            architecture=Architecture(**_tuples(arch)),
-            preprocessing=Preprocessing(**_tuples(pre)),
-            release_file=doc.get("release_file"),
-            hub_id=doc.get("hub_id"),
-            pretrained_on=doc.get("pretrained_on"),
-            labels=doc.get("labels", "imagenet-1k"),
-            reference=dict(doc.get("reference") or {}),
-            gate=dict(doc.get("gate") or {}),
-            path=path,
-        )
-    except BadInput:
-        raise
-    except (KeyError, TypeError, yaml.YAMLError) as exc:
-        raise BadInput(f"{path}: not a valid variant config ({type(exc).__name__}: {exc})") from None
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: not a variant config (a YAML mapping with the keys {', '.join(_TOP_KEYS)})")
+    unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)
+    if unknown:
+        raise BadInput(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(_TOP_KEYS)}")
+    c = _FileChecker(path)
+    if "name" not in doc:
+        raise BadInput(f"{path}: key 'name' is missing")
+    architecture = _architecture(c, doc)
+    return Variant(
+        name=c.text("name", doc["name"], nullable=False),
+        architecture=architecture,
+        preprocessing=_preprocessing(c, doc),
+        release_file=c.text("release_file", doc.get("release_file")),
+        hub_id=c.text("hub_id", doc.get("hub_id")),
+        pretrained_on=c.text("pretrained_on", doc.get("pretrained_on")),
+        labels=_labels(c, doc, architecture.num_classes),
+        reference=_reference(c, doc),
+        gate=_gate(c, doc),
+        path=path,
+    )
 
 
 def variant_files() -> list[Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from cvt_port.variants import Variant
+from cvt_port.variants import DEFAULT_MIN_AGREEMENT, DEFAULT_TOP1_TOLERANCE, Variant
 
 from .stats import wilson_interval
 
@@ -29,7 +29,7 @@ class Check:
 def gate_checks(primary, reference, variant: Variant | None, num_samples: int, full: bool) -> list[Check]:
     """``primary``/``reference`` are ModelResult-like (top1 in %, count, agreement)."""
     checks = []
-    tol = variant.top1_tolerance if variant else 0.1
+    tol = variant.top1_tolerance if variant else DEFAULT_TOP1_TOLERANCE
     if reference is None:
         checks.append(Check("reference_top1", "not made", "no --reference: the original was not evaluated"))
         checks.append(Check("agreement", "not made", "no --reference: the original was not evaluated"))
@@ -39,7 +39,7 @@ def gate_checks(primary, reference, variant: Variant | None, num_samples: int, f
             "reference_top1", "pass" if abs(delta) <= tol + EPS else "fail",
             f"converted {primary.top1:.3f}% vs original {reference.top1:.3f}%: {delta:+.3f} points (tolerance {tol:g})",
         ))
-        need = variant.min_agreement if variant else 0.999
+        need = variant.min_agreement if variant else DEFAULT_MIN_AGREEMENT
         checks.append(Check(
             "agreement", "pass" if primary.agreement >= need - EPS else "fail",
             f"top-1 agreement with the original {100 * primary.agreement:.3f}% (needs >= {100 * need:g}%)",

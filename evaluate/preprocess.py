@@ -27,16 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cvt_port.variants import Preprocessing
+from cvt_port.variants import INTERPOLATIONS, Preprocessing
 
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+RESAMPLE = {name: Image.Resampling(code) for name, code in INTERPOLATIONS.items()}  # names: cvt_port.variants
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -67,3 +67,93 @@ def test_malformed_config_is_one_line_error(tmp_path):
     with pytest.raises(BadInput) as e:
         load_variant_file(bad)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- typed, range-checked configs
+
+GOOD = get_variant("cvt-13-224").path.read_text()
+
+# (what the line says in the good file, what a user wrote instead, the key the error must name, what it must allow)
+BAD_VALUES = [
+    ("top1_tolerance: 0.1", "top1_tolerance: lots", "gate.top1_tolerance", "'lots': must be a number"),
+    ("top1_tolerance: 0.1", "top1_tolerance: -0.5", "gate.top1_tolerance", "from 0 to 100"),
+    ("min_agreement: 0.999", "min_agreement: 99.9", "gate.min_agreement", "a fraction in (0, 1]"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: 0", "gate.detectable_drop", "> 0"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: '1'", "gate.detectable_drop", "'1'"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, power: 1", "gate.power", "allowed in 'gate'"),
+    ("crop_pct: 0.875", 'crop_pct: "0.875"', "preprocessing.crop_pct", "'0.875': must be a number in (0, 1]"),
+    ("crop_pct: 0.875", "crop_pct: 1.5", "preprocessing.crop_pct", "(0, 1]"),
+    ("crop_pct: 0.875", "crop_pct: .nan", "preprocessing.crop_pct", "(0, 1]"),
+    ("interpolation: bicubic", "interpolation: bicubik", "preprocessing.interpolation", "one of nearest, lanczos, bilinear, bicubic"),
+    ("resize: shorter_side_then_center_crop", "resize: crop", "preprocessing.resize", "one of shorter_side_then_center_crop, warp"),
+    ("img_size: 224", "img_size: 224.0", "preprocessing.img_size", "an integer >= 1"),
+    ("img_size: 224", "img_size: true", "preprocessing.img_size", "an integer >= 1"),
+    ("std: [0.229, 0.224, 0.225]", "std: [0.229, 0.224]", "preprocessing.std", "a list of 3 numbers > 0"),
+    ("std: [0.229, 0.224, 0.225]", "std: [0.229, 0, 0.225]", "preprocessing.std", "> 0"),
+    ("mean: [0.485, 0.456, 0.406]", "mean: 0.45", "preprocessing.mean", "a list of 3 numbers"),
+    ("mean: [0.485, 0.456, 0.406]", "", "preprocessing.mean", "is missing"),
+    ("mean: [0.485, 0.456, 0.406]", "mean: [0.485, .inf, 0.406]", "preprocessing.mean", "a list of 3 numbers"),
+    ("num_heads: [1, 3, 6]", "num_heads: [1, 3]", "architecture.num_heads", "3 of them, one per stage"),
+    ("embed_dim: [64, 192, 384]", "embed_dim: [64, 192, 385]", "architecture.embed_dim", "divisible by num_heads [1, 3, 6]"),
+    ("patch_sizes: [7, 3, 3]", "patch_sizes: [7, 3]", "architecture.patch_sizes", "3 of them"),
+    ("patch_padding: [2, 1, 1]", "patch_padding: [2, -1, 1]", "architecture.patch_padding", "integers >= 0"),
+    ("cls_token: [false, false, true]", "cls_token: [0, 0, 1]", "architecture.cls_token", "3 booleans"),
+    ("depth: [1, 2, 10]", "depth: [1, 2, 0]", "architecture.depth", "integers >= 1"),
+    ("mlp_ratio: 4.0", "mlp_ratio: four", "architecture.mlp_ratio", "a number > 0"),
+    ("num_classes: 1000", "num_classes: 10", "labels", "'imagenet-1k' names 1000 classes"),
+    ("activation: quick_gelu", "activation: gelu", "architecture.activation", "one of quick_gelu"),
+    ("in_chans: 3", "inchans: 3", "architecture.inchans", "allowed in 'architecture'"),
+    ("top1: 81.6", "top1: 181.6", "reference.top1", "0 to 100"),
+    ("num_samples: 50000", "num_samples: 5e4", "reference.num_samples", "an integer >= 1"),
+    ("hub_id: microsoft/cvt-13", "hub_id: [microsoft/cvt-13]", "hub_id", "a non-empty string or null"),
+    ("labels: imagenet-1k", "labels: [cat, dog]", "labels", "a list of 1000 distinct class names"),
+]
+
+
+@pytest.mark.parametrize("good,bad,key,allowed", BAD_VALUES, ids=[b[1] or f"no {b[2]}" for b in BAD_VALUES])
+def test_a_bad_value_is_one_line_naming_file_key_value_and_what_is_allowed(tmp_path, good, bad, key, allowed):
+    assert good in GOOD
+    path = tmp_path / "cvt-13-224.yaml"
+    path.write_text(GOOD.replace(good, bad, 1))
+    with pytest.raises(BadInput) as e:
+        load_variant_file(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ")
+    assert f"'{key}'" in msg and allowed in msg, msg
+
+
+def test_a_file_that_is_not_yaml_or_not_a_mapping(tmp_path):
+    for text, expected in [("name: [x\n", "not valid YAML"), ("- a\n- b\n", "not a variant config"),
+                           ("", "not a variant config"), ("name: x\nwhat: 1\n", "unknown key 'what'")]:
+        path = tmp_path / "x.yaml"
+        path.write_text(text)
+        with pytest.raises(BadInput, match=expected):
+            load_variant_file(path)
+
+
+def test_gate_defaults_live_in_variants_and_detectable_drop_is_read(tmp_path):
+    from cvt_port import variants
+
+    no_gate = tmp_path / "no-gate.yaml"
+    no_gate.write_text(GOOD.split("\ngate:")[0] + "\n")
+    v = load_variant_file(no_gate)
+    assert (v.top1_tolerance, v.min_agreement, v.detectable_drop) == (
+        variants.DEFAULT_TOP1_TOLERANCE, variants.DEFAULT_MIN_AGREEMENT, variants.DEFAULT_DETECTABLE_DROP)
+    assert (variants.DEFAULT_TOP1_TOLERANCE, variants.DEFAULT_MIN_AGREEMENT) == (0.1, 0.999)
+    stated = tmp_path / "stated.yaml"
+    stated.write_text(GOOD.replace("min_agreement: 0.999}", "min_agreement: 0.99, detectable_drop: 2.5}"))
+    v = load_variant_file(stated)
+    assert (v.min_agreement, v.detectable_drop) == (0.99, 2.5)
+
+
+def test_interpolation_names_are_pil_resample_codes_and_used_by_both_preprocessings():
+    from PIL import Image
+
+    from cvt_port.hf import make_image_processor
+    from cvt_port.variants import INTERPOLATIONS
+    from evaluate.preprocess import RESAMPLE
+
+    assert INTERPOLATIONS == {name: int(Image.Resampling[name.upper()]) for name in INTERPOLATIONS}
+    assert RESAMPLE == {name: Image.Resampling(code) for name, code in INTERPOLATIONS.items()}
+    v = get_variant("cvt-13-224")
+    assert make_image_processor(v).resample == INTERPOLATIONS["bicubic"] == Image.Resampling.BICUBIC
