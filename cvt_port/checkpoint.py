@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import BadInput
+from .errors import BadInput, first_line
 from .variants import Architecture, Variant
 
 _NOT_CVT = "does not look like an original CvT checkpoint"
@@ -36,8 +37,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path):
     zipped = zipfile.is_zipfile(path)
     try:
-        # mmap needs the zip format (torch >= 1.6); older files are read whole.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        # mmap needs the zip format (torch >= 1.6); older files are read whole. torch warns about what it
+        # meets in a file it then refuses (e.g. "Detected pickle protocol 4"): our one line says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "Weights only load failed" in msg:
@@ -47,18 +51,14 @@ def _torch_load(path: Path):
                 f"{path}: refused to load: the file holds objects other than tensors{what}; "
                 "a checkpoint must be a plain state dict (nothing in it was run)"
             ) from None
-        raise BadInput(f"{path}: is not a PyTorch checkpoint ({_first_line(msg)})") from None
+        raise BadInput(f"{path}: is not a PyTorch checkpoint ({first_line(msg, 200)})") from None
     except Exception as exc:  # junk makes the unpickler fail in many ways: all are bad input
-        reason = _first_line(str(exc)) or type(exc).__name__
+        reason = first_line(exc, 200)
         if zipped or "zip" in reason.lower() or isinstance(exc, EOFError):
             raise BadInput(
                 f"{path}: is truncated or damaged ({reason}); download the checkpoint again"
             ) from None
         raise BadInput(f"{path}: is not a PyTorch checkpoint ({reason})") from None
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
 def _unwrap(path: Path, obj) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from .atomic import publish_dir
 from .checkpoint import choose_variant, infer_shape, load_state_dict
 from .errors import BadInput, ParityError
 from .keymap import convert_keys
+from .outputs import WRITE_ERRNOS, cannot_write, check_output_folder
 from .reference import OriginalCvT
 from .variants import Variant, all_variants, get_variant
 
@@ -74,10 +75,13 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Before the checkpoint is read: the target is a folder or nothing, is empty unless ``overwrite``,
+    and its place on disk is writable (the finished folder is made beside it and renamed into place)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise BadInput(f"{output_dir}: exists and is not a folder; choose another output path")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise BadInput(f"{output_dir}: output folder exists and is not empty; pass --overwrite to replace it")
+    check_output_folder(output_dir)
 
 
 def check_keys(path: Path, sd: dict[str, torch.Tensor], reference: torch.nn.Module) -> None:
@@ -255,8 +259,11 @@ def convert(
     mapped = mapped_state_dict(sd)
     x = probe_batch(chosen)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    except OSError as exc:  # the place became unwritable since check_output_dir (or a race): one line
+        raise cannot_write(output_dir, exc) from None
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvt_port") as pool:
             sha = pool.submit(sha256_file, checkpoint)
@@ -300,8 +307,10 @@ def convert(
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(facts))
         publish_dir(tmp, output_dir)
-    except BaseException:
+    except BaseException as exc:  # errors, Ctrl-C, SIGTERM (raised by the CLI): no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # full disk, read-only file system
+            raise cannot_write(output_dir, exc) from None
         raise
     log(f"done in {time.perf_counter() - t0:.1f} s: {output_dir}")
     return output_dir

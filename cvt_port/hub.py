@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import first_line
+
 
 class PushError(Exception):
     """The upload failed; the converted folder on disk is complete and untouched (exit status 1)."""
@@ -26,9 +28,8 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
             commit_message=f"Upload {folder.name} converted with cvt_port (parity verified)",
         )
     except Exception as exc:  # network, auth, offline mode: one line, the folder stays
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise PushError(
-            f"--push-to-hub {repo_id}: upload failed ({type(exc).__name__}: {first}); "
+            f"--push-to-hub {repo_id}: upload failed ({type(exc).__name__}: {first_line(exc)}); "
             f"the converted folder is complete at {folder}; log in with `hf auth login` and retry"
         ) from None
     return str(url)

@@ -1,13 +1,19 @@
 """Bad input: one clear line naming the culprit, exit status 2, nothing written. Parity failure: exit 1."""
 
+import errno
 import os
+import pickle
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from cvt_port.cli import main
+from cvt_port.errors import EXIT_STATUS_HELP
+from fsfaults import read_only_folder
 
 
 class RunsCode:
@@ -147,3 +153,111 @@ def test_errors_print_no_traceback(tmp_path):
 def test_usage_error_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cvt_port", "convert"], capture_output=True, text=True)
     assert r.returncode == 2 and "CHECKPOINT" in r.stderr
+
+
+# --------------------------------------------------------------------------- the exit-status contract (issue 9)
+
+BUNDLED = Path(__file__).resolve().parent.parent / "evaluate" / "bundled" / "cvt-tiny-digits.pth"
+
+
+def convert_cli(*argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cvt_port", "convert", *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_malicious_pickle_of_another_protocol_prints_one_line_and_no_torch_warning(tmp_path):
+    """A pickle (protocol 4) whose loading would call os.system: torch warns about the protocol before it
+    refuses the file; the user sees our progress line and our one-line error, nothing else."""
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pth"
+    p.write_bytes(pickle.dumps({"stage0.patch_embed.proj.weight": RunsShell(f"touch {marker}")}, protocol=4))
+    r = convert_cli(p, tmp_path / "out")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1].startswith(f"error: {p}: refused to load"), r.stderr
+    assert len(lines) == 2 and lines[0].startswith("[1/5] reading"), r.stderr  # no "Detected pickle protocol"
+    assert not marker.exists()
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+class RunsShell:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_read_only_destination_is_one_line_before_reading_the_checkpoint(tmp_path, capsys):
+    with read_only_folder(tmp_path / "ro") as ro:
+        code, err = run(capsys, BUNDLED, ro / "out", "--variant", "cvt-tiny-digits")
+        assert code == 2 and err.startswith(f"error: {ro / 'out'}: cannot write in {ro}: "), err
+        assert err.endswith("; choose a writable folder"), err  # "Permission denied" (or as root: not permitted)
+        assert list(ro.iterdir()) == []
+    assert "[1/5]" not in capsys.readouterr().err  # refused before the checkpoint is read
+
+
+def test_destination_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    code, err = run(capsys, BUNDLED, tmp_path / "a-file" / "out", "--variant", "cvt-tiny-digits")
+    assert code == 2 and err == f"error: {tmp_path / 'a-file' / 'out'}: {tmp_path / 'a-file'} is not a folder; choose another path"
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import cvt_port.conversion as conversion
+
+    def full(mapped, folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.safetensors"))
+
+    monkeypatch.setattr(conversion, "write_weights", full)
+    code, err = run(capsys, BUNDLED, tmp_path / "out", "--variant", "cvt-tiny-digits")
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'out'}: cannot write there: No space left on device")
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_unexpected_exception_is_exit_4_with_one_line_and_the_traceback_in_a_file(tmp_path, capsys, monkeypatch):
+    import cvt_port.conversion as conversion
+
+    def bug(*a, **k):
+        raise ZeroDivisionError("a bug in the parity check")
+
+    monkeypatch.setattr(conversion, "measure_parity", bug)
+    code = main(["convert", str(BUNDLED), str(tmp_path / "out"), "--variant", "cvt-tiny-digits"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and err[-1].startswith("internal error: ZeroDivisionError: a bug in the parity check (full traceback in ")
+    trace = Path(err[-1].split("full traceback in ")[1].split(";")[0])
+    text = trace.read_text()
+    trace.unlink()
+    assert text.startswith("Traceback") and "in bug" in text and "ZeroDivisionError: a bug in the parity check" in text
+    assert "Traceback" not in "\n".join(err)
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                             (signal.SIGINT, 130, "interrupted (SIGINT)")])
+def test_a_signal_mid_conversion_exits_128_plus_signal_and_leaves_no_folder(cvt13_checkpoint, tmp_path, sig, status, word):
+    """SIGTERM (a scheduler's time limit) and Ctrl-C arrive while model.safetensors is being written
+    into the temporary folder: the status says so, and neither the output nor the temporary folder remains."""
+    p = subprocess.Popen([sys.executable, "-m", "cvt_port", "convert", str(cvt13_checkpoint[0]), str(tmp_path / "out")],
+                         stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in p.stderr:
+            if line.startswith("[3/5]"):  # the temporary folder exists and the weights are being written
+                seen = [q.name for q in tmp_path.iterdir()]
+                p.send_signal(sig)
+                break
+        rest = p.stderr.read().strip().splitlines()
+        code = p.wait(timeout=120)
+    finally:
+        p.kill()
+    assert seen and seen[0].startswith(".out.tmp-")
+    assert code == status and rest == [f"{word}: stopped, no half-written folder left"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_states_the_exit_status_contract(capsys):
+    for argv in (["--help"], ["convert", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        assert " ".join(EXIT_STATUS_HELP.split()) in " ".join(capsys.readouterr().out.split())
