@@ -4,11 +4,19 @@
 - the same folder through the stock ``CvtForImageClassification`` (``--stock``: exact GELU);
 - an original release ``.pth`` through our reference implementation (``--reference``);
 - any other Hugging Face image-classification folder or Hub id (``AutoModelForImageClassification``).
+
+A folder must load cleanly, or the run stops before the first batch with one line (exit 2): a config.json
+that is not JSON, weights that cannot be read (a truncated model.safetensors), weights of other shapes
+than config.json describes, or missing weights. transformers would print a 30-100 line load report and
+then raise (shapes) or carry on with randomly initialised weights (missing keys); its report is kept off
+the screen and its findings are turned into that one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +24,7 @@ import torch
 from torch import nn
 
 from cvt_port.conversion import read_original, reference_model
-from cvt_port.errors import BadInput
+from cvt_port.errors import BadInput, first_line
 from cvt_port.variants import Variant, get_variant
 
 from .plan import ModelKind
@@ -77,7 +85,7 @@ def inspect_folder(model: str) -> LoadedFolder:
             raise BadInput(f"--model {model}: no config.json; give a Hugging Face model folder")
         if not any((path / f).is_file() for f in WEIGHT_FILES):
             raise BadInput(f"--model {model}: the folder has no weights (model.safetensors); convert or download it again")
-        return LoadedFolder(str(path), json.loads((path / "config.json").read_text()), True)
+        return LoadedFolder(str(path), _read_config(path / "config.json", model), True)
     if model.count("/") != 1 or model.startswith((".", "/")):
         raise BadInput(f"--model {model}: no such folder (and not a Hub id of the form org/name)")
     try:
@@ -85,31 +93,93 @@ def inspect_folder(model: str) -> LoadedFolder:
 
         return LoadedFolder(model, AutoConfig.from_pretrained(model).to_dict(), False)
     except Exception as exc:  # offline, unknown repo, no access
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise BadInput(f"--model {model}: cannot read it from the Hub ({first})") from None
+        raise BadInput(f"--model {model}: cannot read it from the Hub ({first_line(exc, 200)})") from None
+
+
+def _read_config(path: Path, model: str) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"--model {model}: config.json is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                       f"{exc.colno}); convert or download the model again") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--model {model}: config.json cannot be read ({first_line(exc, 200)})") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"--model {model}: config.json holds a {type(config).__name__}, not a model config; "
+                       "convert or download the model again")
+    return config
 
 
 def load_hf(folder: LoadedFolder, kind: ModelKind) -> nn.Module:
-    """kind "exact": cvt_port.load_model; "stock": stock CvtForImageClassification; "auto": AutoModel."""
+    """kind "exact": the activation the folder records (what cvt_port.load_model gives); "stock": stock
+    CvtForImageClassification (exact GELU); "auto": AutoModelForImageClassification. Loaded cleanly or
+    BadInput (see the module docstring)."""
+    from transformers import AutoModelForImageClassification, CvtForImageClassification
+
+    if kind == "stock" and not folder.is_cvt:
+        raise BadInput(f"--stock: {folder.source} is a '{folder.config.get('model_type')}' model, not CvT")
+    model = _load_cleanly(CvtForImageClassification if kind in ("exact", "stock") else AutoModelForImageClassification,
+                          folder, strict=kind in ("exact", "stock"))
     if kind == "exact":
-        from cvt_port import load_model
+        from cvt_port.hf import apply_config_activation
 
-        model = load_model(folder.source)
-    elif kind == "stock":
-        from transformers import CvtForImageClassification
-
-        if not folder.is_cvt:
-            raise BadInput(f"--stock: {folder.source} is a '{folder.config.get('model_type')}' model, not CvT")
-        model = CvtForImageClassification.from_pretrained(folder.source)
-    else:
-        from transformers import AutoModelForImageClassification
-
-        model = AutoModelForImageClassification.from_pretrained(folder.source)
+        model = apply_config_activation(model)
     return Logits(model.eval())
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' progress bar, load report (a logger warning) and Python warnings off the screen."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
+    """``cls.from_pretrained`` that accepts only a complete load: every weight read, of the shape the config
+    describes (mismatches are collected, not raised mid-report, so the line can name the first one), none
+    missing; for CvT (``strict``) nothing unexpected either. Any other failure to load is one line too."""
+    source = folder.source
+    weights = next((f for f in WEIGHT_FILES if (Path(source) / f).is_file()), "weights") if folder.is_local else "weights"
+    with _quiet_loading():
+        try:
+            model, info = cls.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
+        except Exception as exc:  # SafetensorError (truncated), OSError, ValueError, RuntimeError...
+            raise BadInput(f"--model {source}: cannot load {weights} ({type(exc).__name__}: {first_line(exc, 200)}); "
+                           "convert or download the model again") from None
+
+    def more(items) -> str:
+        return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
+    if mismatched:
+        key, in_file, expected = mismatched[0]
+        raise BadInput(f"--model {source}: {weights} does not fit config.json: '{key}' is {list(in_file)} in the "
+                       f"weights, {list(expected)} by the config{more(mismatched)}; convert or download the model again")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise BadInput(f"--model {source}: {weights} lacks '{missing[0]}'{more(missing)}: those weights would be "
+                       "random; convert or download the model again")
+    unexpected = sorted(info.get("unexpected_keys") or []) if strict else []
+    if unexpected:
+        raise BadInput(f"--model {source}: {weights} holds '{unexpected[0]}'{more(unexpected)}, which a CvT of this "
+                       "config.json does not have; convert or download the model again")
+    return model
+
+
 def load_reference(pth: str, variant: Variant | None) -> tuple[nn.Module, Variant]:
-    """An original release file in our reference implementation (strict: every key, every shape)."""
+    """An original release file in our reference implementation (strict: every key, every shape); a file
+    that cannot be read or does not fit is one line (BadInput) before any batch."""
     sd, chosen = read_original(Path(pth), variant)
     return reference_model(sd, chosen), chosen
 

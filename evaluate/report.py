@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cvt_port.atomic import staged_dir
 from cvt_port.errors import BadInput
+from cvt_port.outputs import check_output_folder
 
 from .gate import Check, gate_checks, verdict
 from .real_labels import real_labels_for
@@ -208,11 +209,8 @@ def check_output(output: Path) -> None:
         if foreign is not None:
             raise BadInput(f"{where}: holds {foreign!r}, which is not a report or model folder of a previous run, and "
                            "the reports' folder is replaced as a whole; give a new or empty folder")
-    parent = output.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"{where}: cannot write in {parent}; give a writable place for the reports")
+    # a real write test: os.access says yes to root in an immutable folder or on a read-only mount
+    check_output_folder(output, "--output ")
 
 
 def _ours(entry: Path) -> bool:

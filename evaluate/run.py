@@ -11,6 +11,7 @@ from .candidates import build_candidates, tune_models
 from .inputs import build_transforms, check_label_range, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
 from .plan import EvalPlan, PlanError
+from .preflight import check_shipped_data
 from .result import EvalResult, Prediction, RunFacts
 from .subset import samples_sha256
 
@@ -30,6 +31,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if m.reference is not None and not Path(m.reference).exists():
         raise PlanError("models.reference", "no such file", m.reference)
     inputs = prepare_data(d, folder.label2id)  # a bad data path is reported before any model is loaded
+    check_shipped_data(s.image_id for s in inputs.samples)
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder)
