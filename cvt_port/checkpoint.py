@@ -53,7 +53,7 @@ def _torch_load(path: Path):
             ) from None
         raise BadInput(f"{path}: is not a PyTorch checkpoint ({first_line(msg, 200)})") from None
     except Exception as exc:  # junk makes the unpickler fail in many ways: all are bad input
-        reason = first_line(exc, 200)
+        reason = first_line(exc, 200).split(". ")[0]  # torch's zip errors run on in further sentences
         if zipped or "zip" in reason.lower() or isinstance(exc, EOFError):
             raise BadInput(
                 f"{path}: is truncated or damaged ({reason}); download the checkpoint again"

@@ -153,3 +153,16 @@ def test_weights_that_do_not_fit_are_one_line_without_transformers_load_report(t
     assert err[0].startswith(f"error: --model {folder}: {line}"), err[0]
     assert err[0].endswith("; convert or download the model again")
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- the variant config
+
+
+def test_a_bad_config_value_is_one_line_before_anything_is_loaded(tiny, data, tmp_path, capfd, monkeypatch):
+    """Today's `top1_tolerance: lots` failed only in the gate, after the whole pass."""
+    monkeypatch.setattr("evaluate.run.load_hf", lambda *a: pytest.fail("a model was loaded"))
+    bad = tmp_path / "tiny.yaml"
+    bad.write_text(tiny["yaml"].read_text().replace("top1_tolerance: 0.1", "top1_tolerance: lots"))
+    code, err = evaluate(capfd, tiny["hf"], bad, data, tmp_path / "out")
+    assert code == 2 and err == [f"error: {bad}: key 'gate.top1_tolerance' = 'lots': must be a number of top-1 "
+                                 "points from 0 to 100"]

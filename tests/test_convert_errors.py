@@ -261,3 +261,14 @@ def test_help_states_the_exit_status_contract(capsys):
             main(argv)
         assert e.value.code == 0
         assert " ".join(EXIT_STATUS_HELP.split()) in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_bad_variant_config_is_one_line_before_the_checkpoint_is_read(tmp_path, capsys):
+    bad = tmp_path / "digits.yaml"
+    text = (Path(__file__).resolve().parent.parent / "configs" / "cvt-tiny-digits.yaml").read_text()
+    bad.write_text(text.replace("interpolation: bicubic", "interpolation: bicubik"))
+    code = main(["convert", str(BUNDLED), str(tmp_path / "out"), "--variant", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: {bad}: key 'preprocessing.interpolation' = 'bicubik': must be one of "
+                                 "nearest, lanczos, bilinear, bicubic, box, hamming"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.yaml"]
