@@ -150,7 +150,9 @@ def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
     describes (mismatches are collected, not raised mid-report, so the line can name the first one), none
     missing; for CvT (``strict``) nothing unexpected either. Any other failure to load is one line too."""
     source = folder.source
-    weights = next((f for f in WEIGHT_FILES if (Path(source) / f).is_file()), "weights") if folder.is_local else "weights"
+    weights = "weights"
+    if folder.is_local:
+        weights = next((f for f in WEIGHT_FILES if (Path(source) / f).is_file()), weights)
     with _quiet_loading():
         try:
             model, info = cls.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
@@ -165,7 +167,8 @@ def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
     if mismatched:
         key, in_file, expected = mismatched[0]
         raise BadInput(f"--model {source}: {weights} does not fit config.json: '{key}' is {list(in_file)} in the "
-                       f"weights, {list(expected)} by the config{more(mismatched)}; convert or download the model again")
+                       f"weights, {list(expected)} by the config{more(mismatched)}; "
+                       "convert or download the model again")
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise BadInput(f"--model {source}: {weights} lacks '{missing[0]}'{more(missing)}: those weights would be "

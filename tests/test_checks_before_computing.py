@@ -126,7 +126,8 @@ def _missing_head(folder):
 
 @pytest.mark.parametrize("damage,line", [
     (_truncate, "cannot load model.safetensors (SafetensorError: Error while deserializing header: "),
-    (_not_json, "config.json is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 23)"),
+    (_not_json, "config.json is not valid JSON "
+                "(Expecting property name enclosed in double quotes at line 1, column 23)"),
 ], ids=["truncated-safetensors", "config-not-json"])
 def test_a_model_folder_that_cannot_be_read_is_one_line(tiny, data, tmp_path, capfd, damage, line):
     folder = _damaged_copy(tiny, tmp_path, damage)

@@ -199,7 +199,8 @@ def test_read_only_destination_is_one_line_before_reading_the_checkpoint(tmp_pat
 def test_destination_below_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     code, err = run(capsys, BUNDLED, tmp_path / "a-file" / "out", "--variant", "cvt-tiny-digits")
-    assert code == 2 and err == f"error: {tmp_path / 'a-file' / 'out'}: {tmp_path / 'a-file'} is not a folder; choose another path"
+    a_file = tmp_path / "a-file"
+    assert code == 2 and err == f"error: {a_file / 'out'}: {a_file} is not a folder; choose another path"
 
 
 def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -223,7 +224,8 @@ def test_unexpected_exception_is_exit_4_with_one_line_and_the_traceback_in_a_fil
     monkeypatch.setattr(conversion, "measure_parity", bug)
     code = main(["convert", str(BUNDLED), str(tmp_path / "out"), "--variant", "cvt-tiny-digits"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 4 and err[-1].startswith("internal error: ZeroDivisionError: a bug in the parity check (full traceback in ")
+    assert code == 4
+    assert err[-1].startswith("internal error: ZeroDivisionError: a bug in the parity check (full traceback in ")
     trace = Path(err[-1].split("full traceback in ")[1].split(";")[0])
     text = trace.read_text()
     trace.unlink()
@@ -234,7 +236,8 @@ def test_unexpected_exception_is_exit_4_with_one_line_and_the_traceback_in_a_fil
 
 @pytest.mark.parametrize("sig,status,word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                              (signal.SIGINT, 130, "interrupted (SIGINT)")])
-def test_a_signal_mid_conversion_exits_128_plus_signal_and_leaves_no_folder(cvt13_checkpoint, tmp_path, sig, status, word):
+def test_a_signal_mid_conversion_exits_128_plus_signal_and_leaves_no_folder(cvt13_checkpoint, tmp_path, sig,
+                                                                            status, word):
     """SIGTERM (a scheduler's time limit) and Ctrl-C arrive while model.safetensors is being written
     into the temporary folder: the status says so, and neither the output nor the temporary folder remains."""
     p = subprocess.Popen([sys.executable, "-m", "cvt_port", "convert", str(cvt13_checkpoint[0]), str(tmp_path / "out")],
