@@ -25,9 +25,11 @@ def cannot_write(folder: Path, exc: OSError, label: str = "") -> BadInput:
 
 def check_output_folder(folder: str | Path, label: str = "") -> Path:
     """``folder`` can be created (or replaced) and written: it is a folder or does not exist yet, and the
-    nearest existing folder on its path, and the folder itself when it exists, accept a new entry. Tried
-    with a real (removed) temporary folder rather than ``os.access``, which a read-only file system or an
-    immutable folder fools when running as root. ``label`` names the flag in the message (``"--output "``)."""
+    nearest existing folder above it accepts a new entry (both writers build the new folder beside the old
+    one and rename it into place, so the folder's own contents never need writing; nor is it looked into,
+    which a concurrent run may be replacing). Tried with a real (removed) temporary folder rather than
+    ``os.access``, which a read-only file system or an immutable folder fools when running as root.
+    ``label`` names the flag in the message (``"--output "``)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise BadInput(f"{label}{folder}: exists and is not a folder; choose another path")
@@ -36,10 +38,10 @@ def check_output_folder(folder: str | Path, label: str = "") -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise BadInput(f"{label}{folder}: {ancestor} is not a folder; choose another path")
-    for place in [ancestor] + ([folder] if folder.is_dir() else []):
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".cvt-port-write-test-", dir=place))
-        except OSError as exc:
-            raise BadInput(f"{label}{folder}: cannot write in {place}: {exc.strerror or type(exc).__name__}; "
-                           "choose a writable folder") from None
+    try:
+        # named like our temporary folders (".<name>.tmp-"), which evaluate.report.check_output knows as ours
+        os.rmdir(tempfile.mkdtemp(prefix=".cvt-port-write-test.tmp-", dir=ancestor))
+    except OSError as exc:
+        raise BadInput(f"{label}{folder}: cannot write in {ancestor}: {exc.strerror or type(exc).__name__}; "
+                       "choose a writable folder") from None
     return folder

@@ -43,7 +43,7 @@ def test_output_that_is_a_file_is_refused_before_any_model_is_loaded(tiny, data,
     out = tmp_path / "report.json"
     out.write_text("{}")
     code, err = evaluate(capfd, tiny["hf"], tiny["yaml"], data, out)
-    assert code == 2 and err == [f"error: --output {out}: exists and is not a folder; choose another path"]
+    assert code == 2 and err == [f"error: --output {out}: exists and is not a folder; give a folder for the reports"]
     assert out.read_text() == "{}"
 
 
@@ -161,7 +161,7 @@ def test_weights_that_do_not_fit_are_one_line_without_transformers_load_report(t
 
 def test_a_bad_config_value_is_one_line_before_anything_is_loaded(tiny, data, tmp_path, capfd, monkeypatch):
     """Today's `top1_tolerance: lots` failed only in the gate, after the whole pass."""
-    monkeypatch.setattr("evaluate.run.load_hf", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("evaluate.candidates.load_hf", lambda *a: pytest.fail("a model was loaded"))
     bad = tmp_path / "tiny.yaml"
     bad.write_text(tiny["yaml"].read_text().replace("top1_tolerance: 0.1", "top1_tolerance: lots"))
     code, err = evaluate(capfd, tiny["hf"], bad, data, tmp_path / "out")
