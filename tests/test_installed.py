@@ -194,7 +194,7 @@ def release_checkpoint(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 
 @pytest.fixture(scope="module")
-def ours_then_theirs(dists, release_checkpoint, tmp_path_factory) -> dict:
+def ours_then_theirs(dists, release_checkpoint, tmp_path_factory):
     """One venv: torch, our wheel (checks run alone), then Hugging Face's wheel on top (checks run again)."""
     venv = Venv.create(tmp_path_factory.mktemp("ours-then-theirs"))
     venv.pip(dists["wheel"])
@@ -207,11 +207,12 @@ def ours_then_theirs(dists, release_checkpoint, tmp_path_factory) -> dict:
     venv.pip(dists["theirs"])
     both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
             **_default_runs(venv, "both")}
-    return {"venv": venv, "alone": alone, "both": both}
+    yield {"venv": venv, "alone": alone, "both": both}
+    shutil.rmtree(venv.path, ignore_errors=True)  # about 1.5 GB; pytest keeps its last three temp folders
 
 
 @pytest.fixture(scope="module")
-def theirs_then_ours(dists, release_checkpoint, tmp_path_factory) -> dict:
+def theirs_then_ours(dists, release_checkpoint, tmp_path_factory):
     """Another venv: torch, Hugging Face's wheel (with its dependencies), then ours."""
     venv = Venv.create(tmp_path_factory.mktemp("theirs-then-ours"))
     venv.pip(dists["theirs"])
@@ -220,7 +221,8 @@ def theirs_then_ours(dists, release_checkpoint, tmp_path_factory) -> dict:
     both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
             "convert": _convert(venv, release_checkpoint[0], "python -m cvt_port", "both"),
             **_default_runs(venv, "both")}
-    return {"venv": venv, "theirs_alone": theirs_alone, "both": both}
+    yield {"venv": venv, "theirs_alone": theirs_alone, "both": both}
+    shutil.rmtree(venv.path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the wheel and the sdist
