@@ -113,3 +113,33 @@ def write_truncated_jpeg(path: Path, size: tuple[int, int] = (120, 90), seed: in
     data = jpeg_bytes(size, seed)
     path.write_bytes(data[: int(len(data) * 0.6)])
     return path
+
+
+# 100 sizes (w, h) distributed as in ImageNet's validation set: mostly 500 on the long side with the usual 4:3,
+# 3:2 and odd in-between heights, some portrait, a few small, square or large. The centre crop's rounding
+# depends only on the size, so these exercise it as real photos do (both tie directions at 224).
+PHOTO_LIKE_SIZES = (
+    [(500, 375)] * 24 + [(375, 500)] * 7 + [(500, 333)] * 6 + [(333, 500)] * 4 + [(500, 376)] * 2
+    + [(500, 332)] * 2 + [(500, 325)] * 2 + [(400, 300)] * 2 + [(600, 450)] * 2
+    + [(500, 308), (400, 296), (500, 340), (371, 500), (526, 497), (1152, 864), (500, 478), (250, 206),
+       (335, 500), (170, 170), (500, 357), (456, 300), (500, 374), (311, 475), (437, 371), (799, 599),
+       (500, 338), (237, 350), (500, 320), (240, 162), (500, 331), (413, 580), (533, 400), (500, 335),
+       (909, 768), (500, 339), (230, 160), (275, 348), (360, 360), (334, 500), (220, 180), (500, 354),
+       (702, 1094), (468, 315), (106, 150), (500, 334), (550, 412), (422, 500), (500, 390), (250, 188),
+       (400, 475), (400, 315), (640, 480), (496, 280), (500, 360), (347, 500), (168, 168), (332, 500),
+       (400, 400)]
+)
+# Every mode a decoder can hand over, spread over the set (the rest RGB JPEG, as most photos are).
+PHOTO_LIKE_MODES = ("L", "LA", "P", "RGBA", "CMYK", "I;16")
+
+
+def write_photo_like_set(root: Path, seed: int = 0) -> list[Path]:
+    """100 real image files standing in for a sample of ImageNet validation photos: the sizes of
+    :data:`PHOTO_LIKE_SIZES`, every fifth image in one of :data:`PHOTO_LIKE_MODES` (L and CMYK as JPEG, the
+    others PNG), the rest RGB JPEG."""
+    paths = []
+    for k, size in enumerate(PHOTO_LIKE_SIZES):
+        mode = PHOTO_LIKE_MODES[(k // 5) % len(PHOTO_LIKE_MODES)] if k % 5 == 2 else "RGB"
+        ext = "JPEG" if mode in ("RGB", "L", "CMYK") else "png"
+        paths.append(write_image(Path(root) / f"photo_{k:03d}_{mode.replace(';', '')}.{ext}", size, mode, seed=seed + k))
+    return paths

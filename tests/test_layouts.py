@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 from pathlib import Path
 
 import datasets
@@ -22,15 +24,24 @@ from imagegen import (
     write_image,
 )
 
+# The class list ships in the package; the spec's copy lies in ../shared/data beside the repository when there is
+# one (as in CI). The shipped file is checked against facts that hold without it, and against the spec's copy
+# when present.
+SHIPPED_TSV = Path(__file__).resolve().parents[1] / "cvt_port/data/imagenet-1k-classes.tsv"
 SPEC_TSV = Path(__file__).resolve().parents[2] / "shared/data/imagenet-1k-classes.tsv"
+CLASS_LISTS = [SHIPPED_TSV] + ([SPEC_TSV] if SPEC_TSV.is_file() else [])
+# sha256 of the class list as published in the spec's data folder (index, wnid, name; tab-separated; LF)
+CLASSES_TSV_SHA256 = "0ebfc827844f0b4390822775e67ef3dc2ac0b7a9684c1e8897f000bcaf63abf5"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def sorted_wnids() -> list[str]:
-    """Class order computed independently: sort the wnids of the spec's TSV (or the project's list)."""
-    if SPEC_TSV.is_file():
-        with SPEC_TSV.open(newline="") as fh:
-            return sorted(r["wnid"] for r in csv.DictReader(fh, delimiter="\t"))
-    return sorted(imagenet_wnids())
+    """Class order computed here, independently of cvt_port.labels: sort the wnids of the class list."""
+    return sorted(r["wnid"] for r in read_rows(SPEC_TSV if SPEC_TSV.is_file() else SHIPPED_TSV))
 
 
 WNIDS = sorted_wnids()
@@ -38,8 +49,25 @@ WNIDS = sorted_wnids()
 SUBSET = [WNIDS[i] for i in (0, 1, 7, 99, 250, 500, 640, 777, 998, 999)]
 
 
-def test_sorted_wnid_order_starts_with_tench():
+@pytest.mark.parametrize("path", CLASS_LISTS, ids=lambda p: p.parent.parent.name + "/" + p.parent.name)
+def test_class_list_is_the_published_file(path):
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == CLASSES_TSV_SHA256, path
+    rows = read_rows(path)
+    assert list(rows[0]) == ["index", "wnid", "name"]
+    wnids = [r["wnid"] for r in rows]
+    assert len(wnids) == 1000 and len(set(wnids)) == 1000
+    assert all(re.fullmatch(r"n\d{8}", w) for w in wnids)
+    assert [int(r["index"]) for r in rows] == list(range(1000))
+    assert wnids == sorted(wnids)  # the index is the position among the sorted ids (spec)
+    assert (rows[0]["wnid"], rows[0]["name"]) == ("n01440764", "tench, Tinca tinca")
+    assert rows[999]["wnid"] == "n15075141" and rows[999]["name"].startswith("toilet tissue")
+    names = [r["name"] for r in rows]
+    assert names.count("crane") == 2 and [i for i, n in enumerate(names) if n == "crane"] == [134, 517]
+
+
+def test_package_reads_the_class_list_in_sorted_wnid_order():
     assert WNIDS[0] == "n01440764" and len(WNIDS) == 1000
+    assert imagenet_wnids() == WNIDS
 
 
 # --------------------------------------------------------------------------- imagefolder

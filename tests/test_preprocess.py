@@ -1,4 +1,6 @@
-"""Preprocessing, pixel for pixel, on 100 real ImageNet photos and on synthetic images of every mode.
+"""Preprocessing, pixel for pixel, on 100 generated photo-like images of every mode (always), on the 100 real
+ImageNet photos of ../shared/data (in addition, when that folder is beside the repository, as in CI), and on
+synthetic images of every mode.
 
 The release rule is checked against a second implementation written here with different
 arithmetic (exact fractions, integer floor division, round-half-even by parity, numpy slicing);
@@ -27,9 +29,11 @@ from evaluate.preprocess import (
     normalize,
     release_normalization,
 )
-from imagegen import SIZES, synthetic_image, write_image
+from imagegen import SIZES, synthetic_image, write_image, write_photo_like_set
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample-100"
+# The photo sets the photo-based checks run on: generated always; the real photos too when they are here.
+PHOTO_SETS = ["generated"] + (["real"] if SAMPLE_DIR.is_dir() else [])
 
 
 # --------------------------------------------------------------------------- independent reference
@@ -78,13 +82,17 @@ def test_half_even_rule_matches_python_round():
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def photos() -> list[tuple[str, Image.Image]]:
-    files = sorted(SAMPLE_DIR.glob("val/*/*.JPEG"))
-    assert len(files) == 100, (
-        f"expected the 100 real ImageNet photos in {SAMPLE_DIR}/val/<wnid>/*.JPEG (the shared data folder "
-        f"beside the repository); found {len(files)}"
-    )
+@pytest.fixture(scope="module", params=PHOTO_SETS)
+def photos(request, tmp_path_factory) -> list[tuple[str, Image.Image]]:
+    """100 image files, decoded: the generated photo-like set, or the real ImageNet photos."""
+    if request.param == "generated":
+        files = write_photo_like_set(tmp_path_factory.mktemp("photo-like"))
+    else:
+        files = sorted(SAMPLE_DIR.glob("val/*/*.JPEG"))
+        assert len(files) == 100, (
+            f"expected the 100 real ImageNet photos in {SAMPLE_DIR}/val/<wnid>/*.JPEG (the shared data folder "
+            f"beside the repository); found {len(files)}"
+        )
     out = []
     for f in files:
         img = Image.open(f)
@@ -191,15 +199,17 @@ def test_modes_agree_except_one_pixel_crop_shift_at_224(photos, outputs):
         assert sorted(steps) in ([0, 1], [1, 1]), f"{fname}: crop offsets {r_off} vs {f_off} are not a one-pixel shift"
         shifted.append(fname)
         worst = max(worst, (rel_t.normalization(a) - hf_t.normalization(b)).abs().max().item())
-    print(f"\n224: {identical}/100 identical, {len(shifted)} one-pixel crop shifts, max |diff| after normalisation {worst:.4f}")
-    assert identical + len(shifted) == 100
+    print(f"\n224: {identical}/{len(photos)} identical, {len(shifted)} one-pixel crop shifts, "
+          f"max |diff| after normalisation {worst:.4f}")
+    assert identical + len(shifted) == len(photos) == 100
     assert identical >= 80, f"only {identical} of 100 photos identical at 224"
+    assert shifted, "no photo took the round-half-even crop where floor differs: the set does not exercise it"
 
 
 def test_modes_identical_at_384(photos, outputs):
     _, _, rel, hf = outputs["cvt-13-384"]
     differing = [fname for (fname, _), a, b in zip(photos, rel, hf) if not torch.equal(a, b)]
-    print(f"\n384: {100 - len(differing)}/100 identical")
+    print(f"\n384: {len(photos) - len(differing)}/{len(photos)} identical")
     assert differing == []
 
 

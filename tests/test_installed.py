@@ -1,0 +1,374 @@
+"""The installed product: the wheel and sdist as built, installed non-editable into fresh virtualenvs and run
+from a folder outside the checkout, alone and beside Hugging Face's `evaluate` library in both install orders.
+
+Why: every other test imports the checkout (an editable install). A wheel that lacks its variant files, or
+that shares a file path with Hugging Face's `evaluate` wheel (both install into site-packages/evaluate/),
+passes all of them and fails its users. Here the wheel is built from a clean copy of the tree (what git
+tracks, plus untracked files git does not ignore), so a stale build/ folder cannot hide a missing file.
+
+Needs `build` (in the `test` extra), pip's indexes (torch==2.13.0 is installed first, from the local disk,
+before anything can pull a CUDA build) and PyPI for Hugging Face's `evaluate` (latest release).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from cvt_port.variants import all_variants
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_PIN = "torch==2.13.0"
+HF_EVALUATE = "evaluate"  # Hugging Face's library on PyPI
+
+# The bundled default and its verdict line.
+GATE_PASS = "GATE: PASS"
+
+# Run inside an installed venv, from a folder outside the checkout: where everything was imported from and
+# every variant as the installed wheel resolves it.
+VARIANTS_PROBE = r"""
+import dataclasses, json, sys
+import cvt_port, cvt_port.variants as v
+import evaluate.cli, evaluate.lightning_module
+def facts(x):
+    d = dataclasses.asdict(x)
+    d.pop("path")
+    return d
+tiny = v.load_variant_file(v.TESTING_CONFIGS_DIR / "tiny-imagenet.yaml")
+print(json.dumps({
+    "files": [cvt_port.__file__, v.__file__, evaluate.cli.__file__, evaluate.lightning_module.__file__],
+    "configs_dir": str(v.CONFIGS_DIR),
+    "variants": {name: facts(x) for name, x in v.all_variants().items()},
+    "by_release_file": {x.release_file: v.get_variant(x.release_file).name for x in v.release_variants().values()},
+    "testing": facts(tiny),
+}, default=list))
+"""
+
+HF_PROBE = r"""
+import evaluate
+assert callable(evaluate.load), evaluate
+print(evaluate.__file__)
+print(evaluate.__version__)
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment of a user's shell: nothing that points Python at the checkout or another venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP")}
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _run(cmd, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=_clean_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _check(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"{' '.join(r.args)} -> {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def _tracked_tree(dest: Path) -> Path:
+    """A copy of the source tree as git sees it (tracked and untracked-but-not-ignored files, as they are now)."""
+    r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"the installed-product tests build from a git checkout: {r.stderr.strip()}"
+    for rel in filter(None, r.stdout.split("\0")):
+        src = ROOT / rel
+        if src.is_file():  # a tracked file deleted in the working tree is left out, as a build would
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def _build(args: list, cwd: Path) -> None:
+    _check(_run([sys.executable, "-m", "build", *args], cwd=cwd))
+
+
+def _members(wheel: Path) -> dict[str, str]:
+    """path -> sha256 of every file in a wheel."""
+    with zipfile.ZipFile(wheel) as z:
+        return {n: hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if not n.endswith("/")}
+
+
+def _payload(members: dict[str, str]) -> dict[str, str]:
+    """A wheel's files less RECORD (which lists the others' hashes and so differs with nothing else)."""
+    return {n: h for n, h in members.items() if not n.endswith(".dist-info/RECORD")}
+
+
+@dataclass
+class Venv:
+    """A fresh virtualenv; commands run from ``work``, a folder outside the checkout."""
+
+    path: Path
+    work: Path
+
+    @classmethod
+    def create(cls, root: Path) -> "Venv":
+        root.mkdir(parents=True, exist_ok=True)
+        venv = cls(root / "venv", root / "work")
+        venv.work.mkdir()
+        _check(_run([sys.executable, "-m", "venv", venv.path], cwd=root))
+        venv.pip(TORCH_PIN)  # first and alone: the CPU build from the local disk
+        return venv
+
+    def bin(self, name: str) -> Path:
+        return self.path / "bin" / name
+
+    def pip(self, *args) -> None:
+        """pip install without compiling every module at install time: the runs compile (and cache) only
+        what they import, which on 2 cores saves most of a minute per venv."""
+        _check(_run([self.bin("python"), "-m", "pip", "install", "-q", "--no-compile", *args], cwd=self.work))
+
+    def run(self, *cmd, name: str) -> tuple[subprocess.CompletedProcess, Path]:
+        """Run a command in its own empty folder under ``work``; return the result and the folder."""
+        cwd = self.work / name
+        cwd.mkdir()
+        exe = self.bin(cmd[0]) if (self.path / "bin" / cmd[0]).exists() else cmd[0]
+        return _run([exe, *cmd[1:]], cwd=cwd), cwd
+
+    def site_packages(self) -> Path:
+        return next((self.path / "lib").glob("python3*/site-packages"))
+
+
+def _default_runs(venv: Venv, label: str) -> dict:
+    """The bundled default both ways (module and console script), and Hugging Face's probe."""
+    return {
+        "python -m evaluate": venv.run("python", "-m", "evaluate", name=f"{label}-module")[0],
+        "cvt-evaluate": venv.run("cvt-evaluate", name=f"{label}-script")[0],
+        "hf": venv.run("python", "-c", HF_PROBE, name=f"{label}-hf")[0],
+    }
+
+
+def _convert(venv: Venv, checkpoint: Path, how: str, label: str) -> tuple[subprocess.CompletedProcess, Path]:
+    cmd = ["cvt-port"] if how == "cvt-port" else ["python", "-m", "cvt_port"]
+    r, cwd = venv.run(*cmd, "convert", checkpoint, "cvt-13-224", name=f"{label}-convert")
+    return r, cwd / "cvt-13-224"
+
+
+# --------------------------------------------------------------------------- fixtures (module scope: build once)
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory) -> dict[str, Path]:
+    """Our wheel built from a clean copy of the tree, our sdist, the wheel built from that sdist, and
+    Hugging Face's latest `evaluate` wheel."""
+    root = tmp_path_factory.mktemp("dists")
+    src = _tracked_tree(root / "src")
+    _build(["--sdist", "--wheel", "--outdir", root / "tree", src], cwd=root)
+    (sdist,) = (root / "tree").glob("cvt_port-*.tar.gz")
+    (wheel,) = (root / "tree").glob("cvt_port-*.whl")
+    with tarfile.open(sdist) as tf:
+        tf.extractall(root / "unpacked", filter="data")
+    (unpacked,) = (root / "unpacked").iterdir()
+    _build(["--wheel", "--outdir", root / "from-sdist", unpacked], cwd=root)
+    (wheel_from_sdist,) = (root / "from-sdist").glob("cvt_port-*.whl")
+    _check(_run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--dest",
+                 root / "theirs", HF_EVALUATE], cwd=root))
+    (theirs,) = (root / "theirs").glob("evaluate-*.whl")
+    return {"wheel": wheel, "sdist": sdist, "wheel_from_sdist": wheel_from_sdist, "theirs": theirs}
+
+
+@pytest.fixture(scope="module")
+def release_checkpoint(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """A random CvT-13 saved exactly as the release file (named like it, so the variant is inferred)."""
+    from conftest import save_release_checkpoint
+
+    path = tmp_path_factory.mktemp("release") / "CvT-13-224x224-IN-1k.pth"
+    return path, save_release_checkpoint("cvt-13-224", path, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ours_then_theirs(dists, release_checkpoint, tmp_path_factory):
+    """One venv: torch, our wheel (checks run alone), then Hugging Face's wheel on top (checks run again)."""
+    venv = Venv.create(tmp_path_factory.mktemp("ours-then-theirs"))
+    venv.pip(dists["wheel"])
+    alone = {
+        "pip show": _run([venv.bin("python"), "-m", "pip", "show", "-f", "cvt-port"], cwd=venv.work),
+        "probe": venv.run("python", "-c", VARIANTS_PROBE, name="alone-variants")[0],
+        "convert": _convert(venv, release_checkpoint[0], "cvt-port", "alone"),
+        **_default_runs(venv, "alone"),
+    }
+    venv.pip(dists["theirs"])
+    both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
+            **_default_runs(venv, "both")}
+    yield {"venv": venv, "alone": alone, "both": both}
+    shutil.rmtree(venv.path, ignore_errors=True)  # about 1.5 GB; pytest keeps its last three temp folders
+
+
+@pytest.fixture(scope="module")
+def theirs_then_ours(dists, release_checkpoint, tmp_path_factory):
+    """Another venv: torch, Hugging Face's wheel (with its dependencies), then ours."""
+    venv = Venv.create(tmp_path_factory.mktemp("theirs-then-ours"))
+    venv.pip(dists["theirs"])
+    theirs_alone = venv.run("python", "-c", HF_PROBE, name="theirs-hf")[0]
+    venv.pip(dists["wheel"])
+    both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
+            "convert": _convert(venv, release_checkpoint[0], "python -m cvt_port", "both"),
+            **_default_runs(venv, "both")}
+    yield {"venv": venv, "theirs_alone": theirs_alone, "both": both}
+    shutil.rmtree(venv.path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the wheel and the sdist
+
+
+def test_wheel_carries_every_config_the_bundled_default_and_the_data(dists):
+    names = set(_members(dists["wheel"]))
+    configs = sorted(p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
+    assert configs, "no variant files in configs/"
+    missing = [c for c in configs if f"cvt_port/configs/{c}" not in names]
+    assert not missing, f"configs/ files missing from the wheel's cvt_port/configs/: {missing}"
+    assert not any(n.startswith("configs/") for n in names), "configs/ must be carried inside cvt_port/, not top level"
+    bundled = [p.relative_to(ROOT).as_posix() for p in (ROOT / "evaluate/bundled").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts]
+    assert [b for b in bundled if b not in names] == []
+    assert sum(n.startswith("evaluate/bundled/digits/val/") for n in names) == 360
+    for data in ("cvt_port/data/imagenet-1k-classes.tsv", "evaluate/data/imagenet-real-labels.json",
+                 "evaluate/__main__.py", "cvt_port/__main__.py"):
+        assert data in names, data
+    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    with zipfile.ZipFile(dists["wheel"]) as z:
+        entry_points = next(z.read(n).decode() for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    assert "cvt-port = cvt_port.cli:main" in entry_points
+    assert "cvt-evaluate = evaluate.cli:main" in entry_points
+
+
+def test_sdist_carries_configs_and_builds_the_same_wheel(dists):
+    with tarfile.open(dists["sdist"]) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    for p in (ROOT / "configs").rglob("*.yaml"):
+        assert p.relative_to(ROOT).as_posix() in names, f"sdist lacks {p.relative_to(ROOT)}"
+    assert {"pyproject.toml", "README.md", "evaluate/bundled/cvt-tiny-digits.pth",
+            "cvt_port/data/imagenet-1k-classes.tsv"} <= names
+    assert "cvt_port/configs" not in {n.rsplit("/", 1)[0] for n in names}, "a second copy of configs/ in the sdist"
+    from_tree, from_sdist = _payload(_members(dists["wheel"])), _payload(_members(dists["wheel_from_sdist"]))
+    assert sorted(from_sdist) == sorted(from_tree)
+    assert from_sdist == from_tree, [n for n in from_tree if from_tree[n] != from_sdist.get(n)]
+
+
+def test_no_path_in_our_wheel_is_in_hugging_faces_evaluate_wheel(dists):
+    ours, theirs = set(_members(dists["wheel"])), set(_members(dists["theirs"]))
+    assert "evaluate/__init__.py" in theirs and "evaluate/module.py" in theirs  # the wheel we compare with is theirs
+    assert "evaluate/__init__.py" not in ours, "our evaluate must stay a namespace portion (no __init__.py)"
+    assert ours & theirs == set()
+    # nor inside one of their sub-packages (evaluate/utils/, evaluate/commands/, ...): only evaluate/ is shared
+    their_packages = {n.rsplit("/", 1)[0] + "/" for n in theirs if n.endswith("/__init__.py")} - {"evaluate/"}
+    assert their_packages, theirs
+    assert [n for n in ours if n.startswith(tuple(their_packages))] == []
+    their_modules = {n[:-3] for n in theirs if n.startswith("evaluate/") and n.endswith(".py")}
+    assert [n for n in ours if n.endswith(".py") and n[:-3] in their_modules] == []
+
+
+# --------------------------------------------------------------------------- installed, alone and beside theirs
+
+
+def _assert_default_passed(runs: dict, where: str) -> None:
+    for how in ("python -m evaluate", "cvt-evaluate"):
+        r = runs[how]
+        assert r.returncode == 0, f"{where}: {how} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        assert GATE_PASS in r.stdout, f"{where}: {how}\n{r.stdout[-2000:]}"
+        assert "| converted | release |" in r.stdout
+
+
+def _assert_imports_installed(probe: subprocess.CompletedProcess, venv: Venv) -> dict:
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    facts = json.loads(probe.stdout.strip().splitlines()[-1])
+    site = venv.site_packages().resolve()
+    for f in facts["files"]:
+        assert Path(f).resolve().is_relative_to(site), f"{f} imported from outside the installed wheel ({site})"
+    assert Path(facts["configs_dir"]).resolve() == site / "cvt_port" / "configs"
+    return facts
+
+
+def _assert_hf_evaluate_imports(r: subprocess.CompletedProcess, venv: Venv, version: str) -> None:
+    assert r.returncode == 0, f"import evaluate; evaluate.load failed:\n{r.stderr[-3000:]}"
+    file, got = r.stdout.split()
+    assert Path(file).resolve() == venv.site_packages().resolve() / "evaluate" / "__init__.py"
+    assert got == version
+
+
+def _their_version(dists) -> str:
+    return dists["theirs"].name.split("-")[1]
+
+
+def _assert_converted(result: tuple[subprocess.CompletedProcess, Path], checkpoint) -> None:
+    r, folder = result
+    assert r.returncode == 0, f"convert exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "conversion.json"} <= names
+    config = json.loads((folder / "config.json").read_text())
+    assert config["hidden_act"] == "quick_gelu" and len(config["id2label"]) == 1000
+    facts = json.loads((folder / "conversion.json").read_text())
+    assert facts["parity"]["max_abs_logit_diff"] <= 1e-5
+    assert facts["source"]["sha256"] == hashlib.sha256(checkpoint[0].read_bytes()).hexdigest()
+    # what the installed product wrote computes what the original computes
+    from cvt_port import load_model
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (load_model(folder)(pixel_values=x).logits - checkpoint[1](x)).abs().max().item()
+    assert diff <= 1e-5
+
+
+def _assert_every_variant_resolves(facts: dict) -> None:
+    expected = {name: v for name, v in all_variants().items()}
+    assert sorted(facts["variants"]) == sorted(expected) == sorted(
+        p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    for name, v in expected.items():
+        assert facts["variants"][name]["architecture"]["depth"] == list(v.architecture.depth), name
+        assert facts["variants"][name]["release_file"] == v.release_file, name
+        assert facts["variants"][name]["reference"] == json.loads(json.dumps(v.reference)), name
+    assert len(facts["by_release_file"]) == 7
+    assert all(facts["by_release_file"][v.release_file] == n for n, v in expected.items() if v.release_file)
+    assert facts["testing"]["name"] == "tiny-imagenet"
+
+
+def test_wheel_alone_runs_from_outside_the_checkout(ours_then_theirs, release_checkpoint):
+    venv, alone = ours_then_theirs["venv"], ours_then_theirs["alone"]
+    show = alone["pip show"]
+    assert show.returncode == 0 and "Editable project location" not in show.stdout, show.stdout
+    assert not str(venv.site_packages()).startswith(str(ROOT))
+    facts = _assert_imports_installed(alone["probe"], venv)
+    _assert_every_variant_resolves(facts)
+    _assert_default_passed(alone, "our wheel alone")
+    assert alone["hf"].returncode != 0  # their library is not installed yet: `evaluate.load` is not ours
+    _assert_converted(alone["convert"], release_checkpoint)
+
+
+def test_default_report_folder_is_written_where_it_runs(ours_then_theirs):
+    out = ours_then_theirs["venv"].work / "alone-module" / "cvt-port-output"
+    report = json.loads((out / "report.json").read_text())
+    assert report["gate"] == "pass" and report["num_samples"] == 360
+    assert (out / "cvt-tiny-digits-hf" / "model.safetensors").is_file()
+
+
+def test_ours_then_hugging_faces_evaluate(ours_then_theirs, dists):
+    venv, both = ours_then_theirs["venv"], ours_then_theirs["both"]
+    _assert_hf_evaluate_imports(both["hf"], venv, _their_version(dists))
+    _assert_default_passed(both, "our wheel, then Hugging Face's evaluate")
+    _assert_every_variant_resolves(_assert_imports_installed(both["probe"], venv))
+
+
+def test_hugging_faces_evaluate_then_ours(theirs_then_ours, dists, release_checkpoint):
+    venv, both = theirs_then_ours["venv"], theirs_then_ours["both"]
+    _assert_hf_evaluate_imports(theirs_then_ours["theirs_alone"], venv, _their_version(dists))
+    _assert_hf_evaluate_imports(both["hf"], venv, _their_version(dists))
+    _assert_default_passed(both, "Hugging Face's evaluate, then our wheel")
+    _assert_every_variant_resolves(_assert_imports_installed(both["probe"], venv))
+    _assert_converted(both["convert"], release_checkpoint)
