@@ -87,7 +87,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         "agreement": p.agreement if ref else None,
         "max_abs_logit_diff": p.max_abs_logit_diff if ref else None,
         "mcnemar_p": cmp["mcnemar_p"] if cmp else None,
-        "gate": verdict(checks),
+        "gate": verdict(checks).value,
         "checks": [c.as_dict() for c in checks],
         **{k: getattr(run, k) for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices",
                                         "world_size", "attention", "compile", "cache", "cluster_environment")},

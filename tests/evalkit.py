@@ -1,5 +1,14 @@
 """Models and data the evaluation tests make for themselves: a tiny 1000-class CvT in the release
-format, converted with cvt_port, and ImageNet-style folders of real JPEG files."""
+format, converted with cvt_port, and ImageNet-style folders of real JPEG files.
+
+A random tiny CvT predicts the same class for every image, so a test on it cannot tell a right
+figure from a wrong one. The tiny model here sees colour: its head is fitted (least squares on the
+model's own features) so that an image of :data:`PALETTE` colour ``i`` is predicted as class
+``CLASSES[i]``. :func:`make_half_right_imagefolder` then files images under wnid folders so that
+about half of them carry their colour's class (right) and the rest another colour (wrong), under
+ILSVRC2012 numbers chosen so that ImageNet-ReaL judges some of the wrong ones right and leaves
+some out: top-1, top-5, ReaL, per-class and agreement figures are all non-trivial.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +16,101 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import cvt_port
 from cvt_port.labels import imagenet_wnids
 from cvt_port.reference import OriginalCvT, randomize_
 from cvt_port.variants import TESTING_CONFIGS_DIR, load_variant_file
 
+CLASSES = [100 * i for i in range(10)]  # ImageNet class indices the colours stand for
+PALETTE = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200), (40, 210, 210),
+           (250, 140, 20), (120, 60, 20), (240, 240, 240), (30, 30, 30)]
+SIZES = [(64, 48), (47, 81), (90, 90), (120, 67), (55, 100), (73, 52)]
+RIGHT_PER_CLASS = [5, 3, 7, 4, 6, 2, 8, 5, 4, 6]  # images of each folder in their own colour (of 10)
+
+
+def colour_image(colour, size=(64, 48), seed: int = 0) -> Image.Image:
+    """A flat colour with a soft wave and noise (seeded): its class is its colour."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    a = np.array(colour, float)[None, None, :] + 25 * np.sin((xx + yy) / 7.0 + seed)[..., None]
+    a = a + rng.normal(0, 20, (h, w, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+
+
+def _fit_colour_head(model: OriginalCvT, variant) -> None:
+    """Least squares on the model's features of 12 images per colour: head rows of CLASSES read colour;
+    every other class keeps its random row, 20 logits lower."""
+    from evaluate.preprocess import ReleaseTransform
+
+    tr = ReleaseTransform(variant.preprocessing)
+    imgs, y = [], []
+    for c, colour in enumerate(PALETTE):
+        for k in range(12):
+            imgs.append(colour_image(colour, SIZES[k % len(SIZES)], seed=1000 + 10 * c + k))
+            y.append(c)
+    with torch.no_grad():
+        f = model.forward_features(tr.normalization(torch.stack([tr(i) for i in imgs]))).double()
+        mu, sd = f.mean(0), f.std(0)
+        x = torch.cat([(f - mu) / sd, torch.ones(len(f), 1, dtype=torch.float64)], 1)
+        t = 10 * torch.nn.functional.one_hot(torch.tensor(y), len(PALETTE)).double()
+        w = torch.linalg.solve(x.T @ x + 1e-3 * torch.eye(x.shape[1], dtype=torch.float64), x.T @ t)
+        model.head.bias.sub_(20)
+        model.head.weight[CLASSES] = (w[:-1] / sd[:, None]).T.float()
+        model.head.bias[CLASSES] = (w[-1] - (mu / sd) @ w[:-1]).float()
 
 
 def make_tiny_model(root: Path, seed: int = 0) -> dict:
-    """{yaml, pth, hf, reference}: a tiny CvT saved like a release file and converted with cvt_port."""
+    """{yaml, pth, hf, reference}: a tiny CvT that classifies by colour, saved like a release file and
+    converted with cvt_port."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = TESTING_CONFIGS_DIR / "tiny-imagenet.yaml"
     variant = load_variant_file(cfg)
     model = randomize_(OriginalCvT(variant.architecture), seed=seed).eval()
-    # a random tiny net barely separates its classes; a larger head spread keeps top-1 decisive
-    with torch.no_grad():
-        model.head.weight.mul_(20)
+    _fit_colour_head(model, variant)
     pth = root / "tiny.pth"
     torch.save(model.state_dict(), pth)
     hf = cvt_port.convert(pth, root / "hf", variant=cfg, log=lambda m: None)
     return {"yaml": cfg, "pth": pth, "hf": hf, "reference": model}
+
+
+def make_half_right_imagefolder(root: Path) -> dict[str, int]:
+    """101 JPEGs ``root/<wnid of CLASSES[i]>/ILSVRC2012_val_<n>.JPEG`` (11 in the first folder, 10 in
+    the others). Image j of folder i has its folder's colour when j < RIGHT_PER_CLASS[i] (the model
+    is right), another colour otherwise (wrong). Numbers: a right image gets one whose ReaL labels
+    are exactly its class; a wrong one in turn one whose ReaL label is its *colour's* class (ReaL
+    counts it right), one without ReaL labels (left out of ReaL) or one of its folder's class (wrong
+    for ReaL too). Returns image id -> the
+    class its colour stands for."""
+    from evaluate.real_labels import load_real_labels
+
+    pools: dict = {c: [] for c in CLASSES}
+    unlabelled = []
+    for n, labels in enumerate(load_real_labels(), start=1):
+        if len(labels) == 1 and labels[0] in pools:
+            pools[labels[0]].append(n)
+        elif not labels:
+            unlabelled.append(n)
+    wn = imagenet_wnids()
+    colour_class = {}
+    for i, c in enumerate(CLASSES):
+        for j in range(11 if i == 0 else 10):
+            k = i if j < RIGHT_PER_CLASS[i] else (i + 1 + j % 9) % 10
+            if k == i or j % 3 == 2:  # ReaL agrees with the folder
+                n = pools[c].pop(0)
+            elif j % 3 == 1:
+                n = unlabelled.pop(0)
+            else:  # ReaL names the colour's class: the folder label is the mistake
+                n = pools[CLASSES[k]].pop()
+            path = Path(root) / wn[c] / f"ILSVRC2012_val_{n:08d}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            colour_image(PALETTE[k], SIZES[(i + j) % len(SIZES)], seed=5000 + 10 * i + j).save(path, quality=90)
+            colour_class[f"{wn[c]}/{path.name}"] = CLASSES[k]  # keyed like report image ids
+    return colour_class
 
 
 def evaluate_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:

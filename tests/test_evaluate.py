@@ -1,4 +1,5 @@
-"""python -m evaluate on image folders the tests make (real JPEGs) with converted random-init models."""
+"""python -m evaluate on image folders the tests make (real JPEGs) with a converted tiny model that
+classifies by colour and is right on about half of the images (see evalkit)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cvt_port.labels import wnid_to_index
 from evaluate.real_labels import load_real_labels
-from evalkit import evaluate_cli, wnids
-from imagegen import make_ilsvrc_imagefolder
+from evalkit import evaluate_cli, make_half_right_imagefolder, wnids
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
             "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
@@ -22,11 +22,11 @@ REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "rea
 
 @pytest.fixture(scope="module")
 def val101(tmp_path_factory):
-    """101 ILSVRC2012-named JPEGs in 10 wnid folders (a 10-class subset: indices stay ImageNet's)."""
+    """101 ILSVRC2012-named JPEGs in 10 wnid folders (a 10-class subset: indices stay ImageNet's), about
+    half of them in their folder's colour; the colour classes ride along as ``val101.colour_class``."""
     root = tmp_path_factory.mktemp("data") / "val"
-    classes = wnids(10, step=100)
-    files = {w: [1 + i * 10 + k for k in range(10 if i else 11)] for i, w in enumerate(classes)}
-    make_ilsvrc_imagefolder(root, files)
+    colour_class = make_half_right_imagefolder(root)
+    (root.parent / "colour_class.json").write_text(json.dumps(colour_class))
     return root
 
 
@@ -44,7 +44,7 @@ def base_args(tiny, data, out, *more):
 def single(tiny, val101, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
     r = evaluate_cli(*base_args(tiny, val101, out, "--reference", tiny["pth"], "--devices", "1"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 3, r.stderr[-3000:]  # 101 images cannot make a check (see the gate test)
     return out, r
 
 
@@ -52,37 +52,58 @@ def test_report_fields_and_figures(single, val101):
     out, r = single
     rep = json.loads((out / "report.json").read_text())
     assert set(REQUIRED) <= set(rep)
-    assert rep["num_samples"] == 101 and rep["world_size"] == 1 and rep["gate"] == "pass"
+    assert rep["num_samples"] == 101 and rep["world_size"] == 1
     assert rep["agreement"] == 1.0 and rep["max_abs_logit_diff"] <= 1e-5 and rep["mcnemar_p"] == 1.0
     assert rep["img_size"] == 224 and rep["crop_pct"] == 0.875 and rep["interpolation"] == "bicubic"
-    assert {c["name"]: c["status"] for c in rep["checks"]} == {
-        "reference_top1": "pass", "agreement": "pass", "recorded_top1": "not made"}
+    # 101 images: the paired checks pass on these images but could not see a 1% change: not made
+    checks = {c["name"]: c for c in rep["checks"]}
+    assert {k: c["status"] for k, c in checks.items()} == {
+        "reference_top1": "not made", "agreement": "not made", "recorded_top1": "not made"}
+    assert "needs 459 images" in checks["agreement"]["detail"] and checks["agreement"]["resolution"]
+    assert rep["gate"] == "not made" and "GATE: NOT MADE" in r.stdout
     preds = read_csv(out / "predictions.csv")
     assert len(preds) == 101 and list(preds[0])[:7] == ["image_id", "label", "pred1", "pred2", "pred3", "pred4", "pred5"]
+    # the fixture works: predictions follow the images' colours, and about half are right
+    colour_class = json.loads((val101.parent / "colour_class.json").read_text())
+    assert sum(int(p["pred1"]) == colour_class[p["image_id"]] for p in preds) >= 95
+    assert 30 < rep["top1"] < 70 and rep["top1"] < rep["top5"] < 100
     # the figures, recomputed independently from the per-image predictions
     assert rep["top1"] == pytest.approx(100 * sum(p["pred1"] == p["label"] for p in preds) / 101)
     assert rep["top5"] == pytest.approx(100 * sum(p["label"] in [p[f"pred{i}"] for i in range(1, 6)] for p in preds) / 101)
     assert rep["reference_top1"] == pytest.approx(100 * sum(p["reference_top1"] == p["label"] for p in preds) / 101)
     real = load_real_labels()
     judged = [(int(p["pred1"]) in real[int(p["image_id"][-13:-5]) - 1]) for p in preds if real[int(p["image_id"][-13:-5]) - 1]]
+    assert 0 < len(judged) < 101 and rep["real_top1"] not in (0.0, 100.0, rep["top1"])
     assert rep["real_top1"] == pytest.approx(100 * sum(judged) / len(judged))
     ids = "".join(p["image_id"] + "\n" for p in preds)
     assert rep["subset_sha256"] == hashlib.sha256(ids.encode()).hexdigest()
     # class index = position among the 1000 sorted wnids, not among the 10 folders present
     assert {p["label"] for p in preds} == {str(i * 100) for i in range(10)}
-    assert "GATE: PASS" in r.stdout and (out / "report.md").read_text().count("| converted |") == 1
-    assert len(read_csv(out / "per_class.csv")) == 10
+    assert (out / "report.md").read_text().count("| converted |") == 1
+    # per-class accuracy: the same predictions, class by class, and not all alike
+    per_class = {int(row["class_index"]): float(row["converted_top1"]) for row in read_csv(out / "per_class.csv")}
+    expected = {c: 100 * sum(p["pred1"] == p["label"] for p in preds if int(p["label"]) == c) /
+                sum(int(p["label"]) == c for p in preds) for c in range(0, 1000, 100)}
+    assert per_class == pytest.approx(expected, abs=1e-4) and len(set(per_class.values())) > 3
 
 
 def test_two_ddp_processes_count_every_image_once(single, tiny, val101, tmp_path):
+    """Two processes hold different halves of the images, with different accuracies: only synced
+    metrics give the one-process figures (with torchmetrics' sync_on_compute=False this fails)."""
     out1, _ = single
     r = evaluate_cli(*base_args(tiny, val101, tmp_path, "--reference", tiny["pth"], "--devices", "2", "--strategy", "ddp"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert r.stdout.count("GATE: NOT MADE") == 1  # rank 0 reports
     one, two = (json.loads((o / "report.json").read_text()) for o in (out1, tmp_path))
     assert two["world_size"] == 2 and two["num_samples"] == 101
-    for k in ("top1", "top5", "reference_top1", "agreement", "real_top1", "subset_sha256"):
+    for k in ("top1", "top5", "reference_top1", "agreement", "real_top1", "subset_sha256", "gate"):
         assert one[k] == two[k], k
     assert read_csv(out1 / "predictions.csv") == read_csv(tmp_path / "predictions.csv")
+    assert read_csv(out1 / "per_class.csv") == read_csv(tmp_path / "per_class.csv")
+    # the shards differ: rank 0 alone (images 0, 2, 4, ...) would not give the figure of all images
+    preds = read_csv(tmp_path / "predictions.csv")
+    ranks = [[p for i, p in enumerate(preds) if i % 2 == r] for r in (0, 1)]
+    assert len({round(100 * sum(p["pred1"] == p["label"] for p in part) / len(part), 6) for part in ranks}) == 2
 
 
 def test_gate_fails_when_one_weight_of_the_converted_model_is_perturbed(tiny, val101, tmp_path):
@@ -94,15 +115,21 @@ def test_gate_fails_when_one_weight_of_the_converted_model_is_perturbed(tiny, va
     r = evaluate_cli("--model", bad, "--config", tiny["yaml"], "--data", val101, "--output", tmp_path / "out",
                      "--reference", tiny["pth"], "--accelerator", "cpu", "--num-workers", "0")
     assert r.returncode == 1, r.stderr[-3000:]
+    assert "GATE: FAIL" in r.stdout
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["gate"] == "fail" and rep["agreement"] < 0.999 and rep["max_abs_logit_diff"] > 50
     assert {c["name"]: c["status"] for c in rep["checks"]}["agreement"] == "fail"
-    assert len(rep["top1_differs"]) == round((1 - rep["agreement"]) * 101)
+    preds = read_csv(tmp_path / "out" / "predictions.csv")
+    assert {p["pred1"] for p in preds} == {"0"}  # class 0 everywhere ...
+    agree = sum(p["pred1"] == p["reference_top1"] for p in preds)
+    assert 0 < agree < 30 and rep["agreement"] == agree / 101  # ... so it agrees where the original said 0
+    assert len(rep["top1_differs"]) == 101 - agree
 
 
 def test_stock_class_and_both_preprocessings_side_by_side(tiny, val101, tmp_path):
     r = evaluate_cli(*base_args(tiny, val101, tmp_path, "--stock", "--preprocessing", "both", "--reference", tiny["pth"]))
-    assert r.returncode in (0, 1), r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]  # exact GELU changes predictions of this model: a failure
+    assert "GATE: FAIL" in r.stdout
     rep = json.loads((tmp_path / "report.json").read_text())
     rows = {m["name"]: m for m in rep["models"]}
     assert set(rows) == {"stock", "stock (hf)", "original"}
@@ -116,7 +143,7 @@ def test_subset_is_deterministic_and_recorded(tiny, val101, tmp_path):
     reps = []
     for name in ("a", "b"):
         r = evaluate_cli(*base_args(tiny, val101, tmp_path / name, "--subset", "20", "--seed", "3"))
-        assert r.returncode == 3, r.stderr[-3000:]  # no --reference, no recorded top-1: not made
+        assert r.returncode == 3 and "GATE: NOT MADE" in r.stdout, r.stderr[-3000:]
         reps.append(json.loads((tmp_path / name / "report.json").read_text()))
     assert reps[0]["num_samples"] == 20 and reps[0]["subset"] == 20 and reps[0]["seed"] == 3
     assert reps[0]["subset_sha256"] == reps[1]["subset_sha256"]
@@ -134,7 +161,8 @@ def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
     vit.save_pretrained(tmp_path / "vit")
     shutil.copy(tiny["hf"] / "preprocessor_config.json", tmp_path / "vit")
     r = evaluate_cli(*base_args(tiny, val101, tmp_path / "out", "--preprocessing", "hf"), "--model", tmp_path / "vit")
-    assert r.returncode == 3, r.stderr[-3000:]  # evaluated, but no check can be made without --reference: not made
+    assert r.returncode == 3, r.stderr[-3000:]  # evaluated, but no check can be made without --reference
+    assert "GATE: NOT MADE" in r.stdout
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["models"][0]["kind"] == "auto" and rep["num_samples"] == 101 and rep["gate"] == "not made"
 
@@ -150,7 +178,7 @@ def test_subset_file_and_flat_layout_through_the_cli(tiny, tmp_path):
     (tmp_path / "subset.txt").write_text("\n".join(pinned) + "\n")
     r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", flat, "--output", tmp_path / "out",
                      "--subset-file", tmp_path / "subset.txt", "--accelerator", "cpu", "--num-workers", "0")
-    assert r.returncode == 3, r.stderr[-3000:]  # no --reference, no recorded top-1: not made
+    assert r.returncode == 3 and "GATE: NOT MADE" in r.stdout, r.stderr[-3000:]
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["layout"] == "flat" and rep["num_samples"] == 3 and rep["subset"] == 3
     assert rep["subset_sha256"] == hashlib.sha256("".join(p + "\n" for p in pinned).encode()).hexdigest()
