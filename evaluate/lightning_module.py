@@ -6,37 +6,76 @@ must count every image exactly once, so we turn it off (``use_distributed_sample
 shard with :class:`ShardSampler`. Ranks may then see different numbers of batches, so nothing
 collective happens per step: torchmetrics synchronise their states once, at ``compute()``, and
 per-image predictions are gathered once at the end of the epoch.
+
+**One top-1.** Every figure (top-1/top-5, per-class, agreement, predictions.csv, ReaL, McNemar)
+comes from one ranking per image, :func:`ranked`, with a fixed tie rule: equal logits rank the
+lower class index first. ``torch.topk`` and ``argmax`` make no such promise and disagree with
+each other on ties (common after bf16 rounding), so neither is used.
+
+**Faults decided together.** A rank never raises alone while the others wait in a collective:
+a bad image or an exception in a step is recorded (:class:`Fault`), the rank stops reading data,
+and at the end of the pass every rank exchanges its faults first and raises the same one-line
+error (:meth:`EvalModule.decide`). What ends a rank's pass outside a step (an exception in the data
+loader; a signal, which Lightning turns into ``SIGTERMException`` or ``KeyboardInterrupt``, see
+:mod:`evaluate.interrupts`) reaches the same exchange through :meth:`EvalDataModule.on_exception`,
+so the other ranks end with the same status instead of waiting in a collective. A rank with no
+images (fewer images than processes) reads one placeholder batch it ignores, so its epoch hooks,
+and so its collectives, still run.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from torchmetrics import MaxMetric, MeanMetric, SumMetric
+from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from cvt_port.errors import BadInput
+from cvt_port.errors import BadInput, first_line
 
 from .dataset import collate
+from .interrupts import Interrupted
 from .models import Candidate
 from .preprocess import Normalization
 
 
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: disjoint shards that together cover the data once."""
+def ranked(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Class indices of the ``k`` largest logits per row, best first; ties go to the lower index.
 
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+    A stable sort of the negated logits keeps equal values in index order, on every device."""
+    return torch.sort(-logits.float(), dim=-1, stable=True).indices[:, :k]
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: disjoint shards that together cover the data once.
+
+    A rank whose shard is empty yields index 0 once as a *placeholder* (``placeholder`` is True):
+    Lightning skips the whole evaluation loop, epoch hooks included, for a loader with no batch,
+    and that rank would then miss the collectives the others wait in. ``stop`` (an Event) ends the
+    iteration early once the rank has a fault: the rest of its data need not be read."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1, stop: threading.Event | None = None):
         self.indices = list(range(rank, length, world_size))
+        self.placeholder = not self.indices and length > 0
+        if self.placeholder:
+            self.indices = [0]
+        self.stop = stop
 
     def __iter__(self):
-        return iter(self.indices)
+        for i in self.indices:
+            if self.stop is not None and self.stop.is_set():
+                return
+            yield i
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -51,16 +90,93 @@ class EvalDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         on_gpu = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+        module = trainer.lightning_module if trainer is not None else None
+        sampler = ShardSampler(len(self.dataset), rank, world, stop=getattr(module, "stop_reading", None))
+        base = getattr(self.dataset, "collate", collate)
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
-            sampler=ShardSampler(len(self.dataset), rank, world),
+            sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=getattr(self.dataset, "collate", collate),
+            collate_fn=_PlaceholderCollate(base) if sampler.placeholder else base,
             pin_memory=on_gpu,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
+
+    def on_exception(self, exception: BaseException) -> None:
+        """An exception outside a validation step (e.g. in the data loader) on this rank: take part in
+        the fault exchange the other ranks will reach at the end of their pass, so they end with the
+        same status instead of waiting for this rank or dying in a collective."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if isinstance(module, EvalModule) and not module.decided:
+            module.record(Fault.from_exception(exception))
+            try:
+                module.decide()
+            except BaseException:  # noqa: BLE001 - this rank raises its own exception right after
+                pass
+
+
+class _PlaceholderCollate:
+    """Collate of an empty shard's placeholder batch: marked so the step ignores it (picklable)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, items):
+        batch = self.base(items)
+        batch["placeholder"] = True
+        return batch
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+# the order in which faults win the collective decision (a signal beats an error beats bad input)
+_PRIORITY = {"terminated": 3, "interrupted": 2, "error": 1, "bad input": 0}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What went wrong on one rank, as plain data that can cross processes."""
+
+    kind: str  # "bad input" | "error" | "interrupted" | "terminated"
+    message: str  # one line
+    rank: int = 0
+
+    @staticmethod
+    def from_exception(exc: BaseException, rank: int = 0) -> "Fault":
+        if isinstance(exc, BadInput):
+            return Fault("bad input", first_line(exc), rank)
+        if isinstance(exc, Interrupted):
+            kind = "interrupted" if exc.signum == signal.SIGINT else "terminated"
+            return Fault(kind, exc.signum.name, rank)
+        if isinstance(exc, KeyboardInterrupt):
+            return Fault("interrupted", "SIGINT", rank)
+        if isinstance(exc, SIGTERMException):
+            return Fault("terminated", "SIGTERM", rank)
+        return Fault("error", f"{type(exc).__name__}: {first_line(exc, 200)}", rank)
+
+
+class FaultOnAnotherRank(RuntimeError):
+    """An unexpected error on one rank, raised on every rank (an internal error: exit status 4)."""
+
+
+def fault_exception(fault: Fault) -> BaseException:
+    """The one exception every rank raises for the winning fault: same type, same line."""
+    if fault.kind == "bad input":
+        return BadInput(fault.message)
+    if fault.kind == "terminated":  # exit 143 on every rank (evaluate.interrupts)
+        return Interrupted(signal.SIGTERM)
+    if fault.kind == "interrupted":  # exit 130
+        return Interrupted(signal.SIGINT)
+    return FaultOnAnotherRank(f"rank {fault.rank}: {fault.message}")
+
+
+def decide_faults(faults: list[Fault]) -> Fault | None:
+    """The fault every rank acts on: the highest kind, then the lowest rank, then its first fault."""
+    if not faults:
+        return None
+    return min(enumerate(faults), key=lambda t: (-_PRIORITY[t[1].kind], t[1].rank, t[0]))[1]
 
 
 @dataclass
@@ -77,18 +193,16 @@ class ModelResult:
     extra: dict = field(default_factory=dict)
 
 
-def exact_percent(fraction: torch.Tensor, count: int) -> float:
-    """torchmetrics accumulates in float32; the accuracy is a ratio of integers, so recover it exactly
-    (float32 is precise to far better than one image in 2**20)."""
-    return 100 * round(float(fraction) * count) / count if count else float("nan")
-
-
 def _safe(name: str) -> str:
     return "m_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
 class EvalModule(L.LightningModule):
-    """Runs each candidate on its preprocessing of the same batch; metrics per candidate."""
+    """Runs each candidate on its preprocessing of the same batch; metrics per candidate.
+
+    Counts are kept as torchmetrics ``SumMetric`` states (synced across ranks at ``compute()``):
+    top-1/top-5 hits and agreements from :func:`ranked`, per-class accuracy from the same
+    predicted indices through ``MulticlassAccuracy``. The ratios are then exact."""
 
     def __init__(
         self,
@@ -108,21 +222,43 @@ class EvalModule(L.LightningModule):
         self.topk = min(5, num_classes)
         self.reference = reference
         self.skip_bad_images = skip_bad_images
-        mk = lambda **kw: MulticlassAccuracy(num_classes=num_classes, **kw)  # noqa: E731
-        self.top1 = nn.ModuleDict({_safe(c.name): mk(top_k=1, average="micro") for c in candidates})
-        self.top5 = nn.ModuleDict({_safe(c.name): mk(top_k=self.topk, average="micro") for c in candidates})
-        self.per_class = nn.ModuleDict({_safe(c.name): mk(top_k=1, average="none") for c in candidates})
+        keys = [_safe(c.name) for c in candidates]
+        self.hits1 = nn.ModuleDict({k: SumMetric() for k in keys})
+        self.hits5 = nn.ModuleDict({k: SumMetric() for k in keys})
+        self.per_class = nn.ModuleDict({k: MulticlassAccuracy(num_classes=num_classes, top_k=1, average="none")
+                                        for k in keys})
         self.count = SumMetric()
         others = [c for c in candidates if c.name != reference] if reference else []
-        self.agree = nn.ModuleDict({_safe(c.name): MeanMetric() for c in others})
+        self.agree = nn.ModuleDict({_safe(c.name): SumMetric() for c in others})
         self.maxdiff = nn.ModuleDict({_safe(c.name): MaxMetric() for c in others})
+        self.stop_reading = threading.Event()
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
+        self._faults: list[Fault] = []
+        self._error: BaseException | None = None
+        self.decided = False
         self.results: dict | None = None
+
+    # -- faults --------------------------------------------------------------------------------
+    def record(self, fault: Fault) -> None:
+        """Note a fault of this rank and stop reading data; the decision comes at the end of the pass."""
+        self._faults.append(Fault(fault.kind, fault.message, self.global_rank))
+        self.stop_reading.set()
+
+    def decide(self) -> None:
+        """The collective decision, first thing at the end of every rank's pass: all ranks exchange
+        their faults, and if any rank has one, every rank raises the same exception."""
+        self.decided = True
+        fault = decide_faults(self._gather(self._faults))
+        if fault is not None:
+            own = self._error if fault.rank == self.global_rank else None
+            raise fault_exception(fault) from own  # this rank's own traceback stays chained
 
     # -- the pass ------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._rows, self._bad_messages = [], []
+        self._rows, self._bad_messages, self._faults, self._error = [], [], [], None
+        self.decided = False
+        self.stop_reading.clear()
         self._t0 = time.perf_counter()
         self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
 
@@ -144,6 +280,15 @@ class EvalModule(L.LightningModule):
         return model(x).float()[:n]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self._faults or batch.get("placeholder"):
+            return
+        try:
+            self._step(batch)
+        except Exception as exc:  # recorded, decided with the other ranks at the end of the pass
+            self.record(Fault.from_exception(exc))
+            self._error = exc
+
+    def _step(self, batch: dict) -> None:
         ok = batch["ok"]
         if not bool(ok.all()):
             if not self.skip_bad_images:
@@ -154,23 +299,23 @@ class EvalModule(L.LightningModule):
         if labels.numel() == 0:
             return
         self.count.update(torch.tensor(float(labels.numel()), device=self.device))
-        logits = {}
+        logits, top = {}, {}
         for c in self.candidates:
             key = _safe(c.name)
             x = self.normalizations[c.preprocessing](batch["pixels"][c.preprocessing][ok])
-            out = self._forward(c, x)
-            logits[c.name] = out
-            self.top1[key].update(out, labels)
-            self.top5[key].update(out, labels)
-            self.per_class[key].update(out, labels)
+            logits[c.name] = out = self._forward(c, x)
+            top[c.name] = pred = ranked(out, self.topk)
+            self.hits1[key].update((pred[:, 0] == labels).sum().float())
+            self.hits5[key].update((pred == labels[:, None]).any(dim=1).sum().float())
+            self.per_class[key].update(pred[:, 0], labels)
         if self.reference:
-            ref = logits[self.reference]
+            ref = self.reference
             for c in self.candidates:
-                if c.name != self.reference:
+                if c.name != ref:
                     key = _safe(c.name)
-                    self.agree[key].update((logits[c.name].argmax(-1) == ref.argmax(-1)).float())
-                    self.maxdiff[key].update((logits[c.name] - ref).abs().max())
-        top = {name: out.topk(self.topk, dim=-1).indices.cpu() for name, out in logits.items()}
+                    self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).sum().float())
+                    self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
+        top = {name: t.cpu() for name, t in top.items()}
         for i in range(labels.numel()):
             self._rows.append((int(index[i]), int(labels[i]), {n: top[n][i].tolist() for n in top}))
         if self._t_first is None:
@@ -179,27 +324,17 @@ class EvalModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         now = time.perf_counter()
         elapsed = now - self._t0
+        self.decide()  # every rank gets here (no rank raised in a step): faults first, then the figures
         # steady state: after each rank's first batch (kernel selection, torch.compile, worker warm-up)
         firsts = self._gather([(self._n_first, now - self._t_first if self._t_first else 0.0)])
         rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
         rows.sort(key=lambda r: r[0])
-        results = {}
-        count = int(self.count.compute())
-        for c in self.candidates:
-            key = _safe(c.name)
-            r = ModelResult(
-                name=c.name,
-                kind=c.kind,
-                preprocessing=c.preprocessing,
-                count=count,
-                top1=exact_percent(self.top1[key].compute(), count),
-                top5=exact_percent(self.top5[key].compute(), count),
-                per_class=[100 * float(v) for v in self.per_class[key].compute()],
-            )
-            if key in self.agree:
-                r.agreement = exact_percent(self.agree[key].compute(), count) / 100  # exact: the gate tests >= 99.9%
-                r.max_abs_logit_diff = float(self.maxdiff[key].compute())
-            results[c.name] = r
+        with warnings.catch_warnings():  # a rank without images computes too: it takes part in the sync
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+            results, count = self._compute()
+        if count == 0:  # the same on every rank: the count is synced
+            first = sorted(bad)[0] if bad else "no image was evaluated"
+            raise BadInput(f"none of the {len(bad)} images could be read ({first}); nothing to evaluate")
         self.results = {
             "models": results,
             "rows": rows,
@@ -209,10 +344,43 @@ class EvalModule(L.LightningModule):
             "steady_s": max(t for _, t in firsts),
         }
 
+    def _compute(self) -> tuple[dict, int]:
+        """Sync and compute every metric, on every rank (each compute() is a collective)."""
+        count = int(round(float(self.count.compute())))
+        results = {}
+        if count == 0:
+            return results, 0
+        for c in self.candidates:
+            key = _safe(c.name)
+            r = ModelResult(
+                name=c.name,
+                kind=c.kind,
+                preprocessing=c.preprocessing,
+                count=count,
+                top1=_percent(self.hits1[key].compute(), count),
+                top5=_percent(self.hits5[key].compute(), count),
+                per_class=[100 * float(v) for v in self.per_class[key].compute()],
+            )
+            if key in self.agree:
+                r.agreement = _percent(self.agree[key].compute(), count) / 100  # exact: the gate tests >= 99.9%
+                r.max_abs_logit_diff = float(self.maxdiff[key].compute())
+            results[c.name] = r
+        return results, count
+
     # -- helpers -------------------------------------------------------------------------------
     def _gather(self, items: list) -> list:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not _distributed() or dist.get_world_size() == 1:
             return list(items)
         out = [None] * dist.get_world_size()
         dist.all_gather_object(out, list(items))
         return [x for part in out for x in part]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _percent(hits: torch.Tensor, count: int) -> float:
+    """An exact ratio of integer counts, as a percentage (the counts are float32 sums of whole
+    numbers, exact up to 2**24 images)."""
+    return 100 * round(float(hits)) / count
