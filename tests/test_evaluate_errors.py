@@ -77,7 +77,7 @@ def test_bad_image_fails_by_default_and_is_named(tiny, good_data, tmp_path, caps
     assert not (tmp_path / "out" / "report.json").exists()
     code, _ = run(capsys, tiny, data, "--skip-bad-images", "--reference", tiny["pth"], tmp=tmp_path)
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert code == 0 and rep["num_bad_images"] == 1 and rep["num_samples"] == 6
+    assert code == 3 and rep["num_bad_images"] == 1 and rep["num_samples"] == 6  # 6 images: not made
     assert bad.name in rep["bad_images"][0]
 
 
