@@ -95,7 +95,9 @@ def test_torchrun_two_processes(tiny, data, jpeg_run, tmp_path):
     cmd = [torchrun, "--nproc_per_node", "2", "-m", "evaluate",
            *map(str, args(tiny, data, tmp_path, "--devices", "2", "--strategy", "ddp"))]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 3, r.stderr[-3000:]
+    # 24 images: not made (3) on both ranks; torchrun itself exits 1 when any child exits non-zero
+    assert r.returncode == 1 and "(exitcode: 3) local_rank: 0" in r.stderr, r.stderr[-3000:]
+    assert "GATE: NOT MADE" in r.stdout and "exitcode: 1" not in r.stderr
     rep = report(tmp_path)
     assert rep["world_size"] == 2 and rep["num_samples"] == 24
     assert rep["cluster_environment"] == "TorchElasticEnvironment"
