@@ -101,7 +101,8 @@ def test_the_collective_decision_picks_one_fault_for_every_rank():
     assert decide_faults([bad0, err1, term]) == term  # a signal beats both
     e = fault_exception(bad0)
     assert isinstance(e, BadInput) and str(e) == "a.png: cannot decode"
-    assert isinstance(fault_exception(err1), FaultOnAnotherRank) and "rank 1: RuntimeError: boom" in str(fault_exception(err1))
+    e = fault_exception(err1)
+    assert isinstance(e, FaultOnAnotherRank) and "rank 1: RuntimeError: boom" in str(e)
     assert isinstance(fault_exception(term), Interrupted) and fault_exception(term).exit_status == 143
     assert fault_exception(Fault("interrupted", "SIGINT", 0)).exit_status == 130
     # what ends a pass on a signal (Lightning's SIGTERMException, Ctrl-C) is a fault of that kind

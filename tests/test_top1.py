@@ -38,7 +38,8 @@ class Items(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return {"index": i, "label": self.labels[i], "ok": True, "pixels": {"release": torch.zeros(3, 4, 4, dtype=torch.uint8)}}
+        pixels = {"release": torch.zeros(3, 4, 4, dtype=torch.uint8)}
+        return {"index": i, "label": self.labels[i], "ok": True, "pixels": pixels}
 
 
 def test_ranked_breaks_ties_by_the_lowest_class_index():
