@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 
 from .atomic import publish_dir
+from .card import write_model_card
 from .checkpoint import choose_variant, infer_shape, load_state_dict
 from .errors import BadInput, ParityError
 from .keymap import convert_keys
@@ -186,50 +187,6 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
 
 
-def model_card(facts: dict) -> str:
-    p, s, v = facts["parity"], facts["source"], facts["variant"]
-    hub = f"[{facts['hub_id']}](https://huggingface.co/{facts['hub_id']})" if facts.get("hub_id") else "none"
-    return f"""---
-library_name: transformers
-pipeline_tag: image-classification
-tags: [cvt, image-classification, cvt-port]
----
-
-# {v}: original CvT checkpoint converted to Hugging Face
-
-Converted by `cvt_port` from the original Microsoft CvT release file, and checked logit for logit
-against a reference implementation of the original model before it was saved.
-
-| fact | value |
-|---|---|
-| source file | `{s['file']}` |
-| source sha256 | `{s['sha256']}` |
-| variant | `{v}` (Hub counterpart: {hub}) |
-| evaluation size | {facts['preprocessing']['img_size']} ({facts['preprocessing']['resize']}, {facts['preprocessing']['interpolation']}) |
-| parity probe | {p['probe']['shape']} seeded inputs, float32, CPU |
-| max abs logit difference, `cvt_port.load_model` vs original | {p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g}) |
-| max abs logit difference, stock `CvtForImageClassification` vs original | {p['stock_gelu_max_abs_logit_diff']:.3g} (max abs logit {p['max_abs_logit']:.3g}) |
-| converted with | torch {facts['versions']['torch']}, transformers {facts['versions']['transformers']} |
-
-## Activation: load with `cvt_port.load_model`
-
-The original CvT models were trained with **QuickGELU** (`x * sigmoid(1.702 x)`); the stock
-`CvtForImageClassification` hard-codes the exact (erf) GELU. `config.json` records
-`"hidden_act": "quick_gelu"`, which the stock class ignores. Exact results:
-
-```python
-import cvt_port
-model = cvt_port.load_model("path/to/this/folder")  # QuickGELU in place: computes what the original computed
-```
-
-`CvtForImageClassification.from_pretrained(...)` loads this folder with no missing or unexpected keys,
-but drifts from the original by the figure in the table above (on the probe batch).
-
-`preprocessor_config.json` reproduces the release's evaluation preprocessing (spec: resize, crop,
-bicubic, ImageNet mean/std). Machine-readable facts are in `conversion.json`.
-"""
-
-
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -305,7 +262,7 @@ def convert(
         facts["wall_time_s"] = round(time.perf_counter() - t0, 3)
         facts["peak_rss_mib"] = peak_rss_mib()
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
-        (tmp / "README.md").write_text(model_card(facts))
+        write_model_card(tmp, facts, chosen)
         publish_dir(tmp, output_dir)
     except BaseException as exc:  # errors, Ctrl-C, SIGTERM (raised by the CLI): no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)
