@@ -35,9 +35,10 @@ import torch
 
 from .atomic import publish_dir
 from .card import write_model_card
-from .checkpoint import choose_variant, infer_shape, load_state_dict
+from .checkpoint import infer_shape, load_state_dict
 from .errors import BadInput, ParityError
 from .keymap import convert_keys
+from .legacy import LegacyHints, pick_variant
 from .outputs import WRITE_ERRNOS, cannot_write, check_output_folder
 from .reference import OriginalCvT
 from .variants import Variant, all_variants, get_variant
@@ -108,10 +109,12 @@ def probe_batch(variant: Variant) -> torch.Tensor:
     return torch.randn(PROBE_BATCH, variant.architecture.in_chans, s, s, generator=g)
 
 
-def read_original(checkpoint: Path, requested: Variant | None) -> tuple[dict[str, torch.Tensor], Variant]:
-    """The checkpoint's tensors (float32) and its variant, every key and shape checked (else BadInput)."""
+def read_original(checkpoint: Path, requested: Variant | None,
+                  hints: LegacyHints = LegacyHints()) -> tuple[dict[str, torch.Tensor], Variant]:
+    """The checkpoint's tensors (float32) and its variant, every key and shape checked (else BadInput);
+    the legacy script's ``--cvt_model``/``--image_size`` (``hints``) must agree with it."""
     sd = load_state_dict(checkpoint)
-    chosen = choose_variant(checkpoint, infer_shape(checkpoint, sd), all_variants(), requested)
+    chosen = pick_variant(checkpoint, infer_shape(checkpoint, sd), all_variants(), requested, hints)
     with torch.device("meta"):
         check_keys(checkpoint, sd, OriginalCvT(chosen.architecture))
     sd = {k: (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t) for k, t in sd.items()}
@@ -193,8 +196,14 @@ def convert(
     variant: str | Path | Variant | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = _stderr,
+    cvt_model: str | None = None,
+    image_size: int | None = None,
 ) -> Path:
     """Convert an original CvT checkpoint into a Hugging Face folder and return the folder's path.
+
+    ``cvt_model`` and ``image_size`` are the legacy Hugging Face script's ``--cvt_model`` (``cvt-13``,
+    ``cvt-21``, ``cvt-w24``, or a full variant name) and ``--image_size``: checks on the variant that
+    the weights and file name imply (:mod:`cvt_port.legacy`), or a choice where they cannot tell.
 
     Raises :class:`BadInput` (nothing read or written is kept) or :class:`ParityError`
     (the converted model does not compute what the original computed; nothing saved).
@@ -202,11 +211,14 @@ def convert(
     t0 = time.perf_counter()
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     requested = get_variant(variant) if isinstance(variant, (str, Path)) else variant
+    hints = LegacyHints(cvt_model, image_size)
+    if hints:
+        hints.check_known(all_variants(), requested)
     check_output_dir(output_dir, overwrite)
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0
 
     log(f"[1/5] reading {checkpoint} ({size / 2**20:.1f} MiB, memory-mapped, weights only)")
-    sd, chosen = read_original(checkpoint, requested)
+    sd, chosen = read_original(checkpoint, requested, hints)
     a = chosen.architecture
     log(f"      variant {chosen.name}: depth {list(a.depth)}, widths {list(a.embed_dim)}, "
         f"{a.num_classes} classes, {len(sd)} tensors")
