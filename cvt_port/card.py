@@ -54,6 +54,12 @@ def card_body(facts: dict) -> str:
     """The parity certificate (the figures of ``conversion.json``) and how to load the folder exactly."""
     p, s, v, pre = facts["parity"], facts["source"], facts["variant"], facts["preprocessing"]
     hub = f"[{facts['hub_id']}](https://huggingface.co/{facts['hub_id']})" if facts.get("hub_id") else "none"
+    q = p["probe"]
+    probe = f"{q['shape']} seeded inputs (seed {q['seed']}), {q['dtype']}, {q['device']}"
+    ours = f"{p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g})"
+    stock = f"{p['stock_gelu_max_abs_logit_diff']:.3g} (max abs logit {p['max_abs_logit']:.3g})"
+    ver = facts["versions"]
+    tools = f"cvt_port {facts.get('cvt_port_version', '?')}, torch {ver['torch']}, transformers {ver['transformers']}"
     return f"""
 # {v}: original CvT checkpoint converted to Hugging Face
 
@@ -70,11 +76,11 @@ card when its release gate passes.
 | source sha256 | `{s['sha256']}` |
 | variant | `{v}` (Hub counterpart: {hub}) |
 | evaluation size | {pre['img_size']} ({pre['resize']}, {pre['interpolation']}) |
-| parity probe | {p['probe']['shape']} seeded inputs (seed {p['probe']['seed']}), {p['probe']['dtype']}, {p['probe']['device']} |
-| max abs logit difference, `cvt_port.load_model` vs original | {p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g}) |
-| max abs logit difference, stock `CvtForImageClassification` vs original | {p['stock_gelu_max_abs_logit_diff']:.3g} (max abs logit {p['max_abs_logit']:.3g}) |
+| parity probe | {probe} |
+| max abs logit difference, `cvt_port.load_model` vs original | {ours} |
+| max abs logit difference, stock `CvtForImageClassification` vs original | {stock} |
 | top-1 agreement, stock class vs original (probe) | {p['stock_gelu_top1_agreement']:.3g} |
-| converted with | cvt_port {facts.get('cvt_port_version', '?')}, torch {facts['versions']['torch']}, transformers {facts['versions']['transformers']} |
+| converted with | {tools} |
 | converted at | {facts.get('created', '?')} |
 
 ## Activation: load with `cvt_port.load_model`
