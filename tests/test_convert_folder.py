@@ -124,3 +124,28 @@ def test_folder_usage_errors(tmp_path, capsys, argv, says):
     assert main(["convert", str(tmp_path / "empty"), str(tmp_path / "out"), *argv]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bug_on_one_file_is_exit_4_and_the_others_still_convert(release_folder, tmp_path, monkeypatch, capsys):
+    from cvt_port import conversion
+
+    folder, _ = release_folder
+    sub = tmp_path / "two"
+    sub.mkdir()
+    for name in ("CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth"):
+        (sub / name).symlink_to(folder / name)
+    real, calls = conversion.measure_parity, []
+
+    def bug_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("a bug in the parity check")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(conversion, "measure_parity", bug_once)
+    assert main(["convert", str(sub), str(tmp_path / "out")]) == 4
+    out, err = capsys.readouterr()
+    assert "| 4 internal error |" in out and "ZeroDivisionError: a bug in the parity check" in out
+    assert "| cvt-13-384-22k |" in out and out.strip().endswith("1 of 2 files converted; exit status 4 (the worst)")
+    assert "internal error: ZeroDivisionError" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CvT-13-384x384-IN-22k"]
