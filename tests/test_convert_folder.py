@@ -149,3 +149,32 @@ def test_a_bug_on_one_file_is_exit_4_and_the_others_still_convert(release_folder
     assert "| cvt-13-384-22k |" in out and out.strip().endswith("1 of 2 files converted; exit status 4 (the worst)")
     assert "internal error: ZeroDivisionError" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CvT-13-384x384-IN-22k"]
+
+
+def test_sigterm_during_the_second_file_keeps_the_first_and_leaves_no_half_written_folder(release_folder, tmp_path):
+    import signal
+
+    folder, _ = release_folder
+    sub = tmp_path / "two"
+    sub.mkdir()
+    for name in ("CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth"):
+        (sub / name).symlink_to(folder / name)
+    root = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "cvt_port", "convert", str(sub), str(root)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, second = [], False
+    try:
+        for line in p.stderr:
+            second = second or line.startswith("== 2/2")
+            if second and line.startswith("[3/5]"):  # the second file's temporary folder is being written
+                seen = sorted(q.name for q in root.iterdir())
+                p.send_signal(signal.SIGTERM)
+                break
+        rest = p.stderr.read().strip().splitlines()
+        code = p.wait(timeout=120)
+    finally:
+        p.kill()
+    assert seen[1] == "CvT-13-224x224-IN-1k" and seen[0].startswith(".CvT-13-384x384-IN-22k.tmp-")
+    assert code == 143 and rest == ["terminated (SIGTERM): stopped, no half-written folder left"]
+    assert sorted(q.name for q in root.iterdir()) == ["CvT-13-224x224-IN-1k"]
+    assert (root / "CvT-13-224x224-IN-1k" / "model.safetensors").exists()
