@@ -1,4 +1,8 @@
-"""``python -m cvt_port convert CHECKPOINT OUTPUT_DIR``.
+"""``python -m cvt_port convert CHECKPOINT OUTPUT_DIR`` (or a folder of checkpoints and an output root, or the
+legacy Hugging Face script's ``--cvt_model --image_size --cvt_file_name --pytorch_dump_folder_path``).
+
+This is the only module that sees argparse: the flags become arguments of :func:`cvt_port.conversion.convert`
+or :func:`cvt_port.folder.convert_many` (the Python API under the command).
 
 Exit status (the contract in :mod:`cvt_port.errors`, shared with ``python -m evaluate``): 0 converted
 and verified, 1 parity check or upload failed, 2 bad input or usage, 4 internal error (one line; the
