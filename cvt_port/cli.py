@@ -1,4 +1,8 @@
-"""``python -m cvt_port convert CHECKPOINT OUTPUT_DIR``.
+"""``python -m cvt_port convert CHECKPOINT OUTPUT_DIR`` (or a folder of checkpoints and an output root, or the
+legacy Hugging Face script's ``--cvt_model --image_size --cvt_file_name --pytorch_dump_folder_path``).
+
+This is the only module that sees argparse: the flags become arguments of :func:`cvt_port.conversion.convert`
+or :func:`cvt_port.folder.convert_many` (the Python API under the command).
 
 Exit status (the contract in :mod:`cvt_port.errors`, shared with ``python -m evaluate``): 0 converted
 and verified, 1 parity check or upload failed, 2 bad input or usage, 4 internal error (one line; the
@@ -19,6 +23,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .errors import EXIT_STATUS_HELP, BadInput, ExitStatus, ParityError, internal_error
 from .hub import PushError
@@ -26,6 +31,10 @@ from .hub import PushError
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread like KeyboardInterrupt so that ``finally``/``except`` clean-up runs."""
+
+
+# The legacy script's default --cvt_file_name, verbatim (a Windows path: on other systems a file of that name).
+LEGACY_DEFAULT_FILE = r"cvtmodels\CvT-w24-384x384-IN-22k.pth"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     conv = sub.add_parser(
         "convert",
-        help="convert an original .pth checkpoint into a Hugging Face model folder",
+        help="convert an original .pth checkpoint (or a folder of them) into Hugging Face model folders",
         description="Convert an original CvT .pth checkpoint into a Hugging Face model folder. The converted "
         "model is compared with the original on a probe batch before anything is saved; an interrupted or "
-        "failed conversion leaves no folder behind.",
-        epilog=EXIT_STATUS_HELP + " Here 1 means the parity check (or the upload) failed.",
+        "failed conversion leaves no folder behind. Given a folder, every .pth file in it is converted into "
+        "OUTPUT_DIR/<file name without .pth>, each variant inferred, and one summary table is printed. "
+        "The legacy Hugging Face script's flags (--cvt_model, --image_size, --cvt_file_name, "
+        "--pytorch_dump_folder_path) are accepted with the same meaning, checked against the weights.",
+        epilog=EXIT_STATUS_HELP + " Here 1 means the parity check (or the upload) failed; for a folder, the "
+        "status is the worst of its files'.",
     )
-    conv.add_argument("checkpoint", metavar="CHECKPOINT", help="path of the original .pth file (e.g. CvT-13-224x224-IN-1k.pth)")
-    conv.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder to write the Hugging Face model into")
+    conv.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                      help="path of the original .pth file (e.g. CvT-13-224x224-IN-1k.pth), or a folder of them")
+    conv.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?",
+                      help="folder to write the Hugging Face model into (for a folder of files: one folder per file "
+                      "inside it)")
     conv.add_argument(
         "--variant",
         metavar="NAME",
@@ -52,8 +68,52 @@ def build_parser() -> argparse.ArgumentParser:
         "weights and the file name",
     )
     conv.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
-    conv.add_argument("--push-to-hub", metavar="REPO_ID", help="after a verified conversion, upload the folder to this Hub repo")
+    conv.add_argument(
+        "--push-to-hub", metavar="REPO_ID",
+        help="after the parity check, upload the folder to this Hub repo. The model's ACCURACY IS NOT CHECKED by "
+        "this upload; for a release, upload with `python -m evaluate ... --push-to-hub`, which uploads only "
+        "after its accuracy gate passed",
+    )
+    legacy = conv.add_argument_group(
+        "legacy Hugging Face script flags",
+        "the flags of transformers' convert_cvt_original_pytorch_checkpoint_to_pytorch.py, so that a release "
+        "script switches by changing only the program it calls. --cvt_model and --image_size must agree with "
+        "what the weights and the release file name say (else exit 2); left out, they are read off the weights "
+        "(the legacy defaults, cvt-w24 at 384, are not assumed)",
+    )
+    legacy.add_argument("--cvt_model", metavar="NAME",
+                        help="the model's name: cvt-13, cvt-21 or cvt-w24 (an owner prefix such as microsoft/ and "
+                        "a full variant name such as cvt-13-384-22k are accepted)")
+    legacy.add_argument("--image_size", metavar="PIXELS", type=int,
+                        help="the evaluation image size of the release, 224 or 384")
+    legacy.add_argument("--cvt_file_name", metavar="FILE",
+                        help="the original .pth file (same as CHECKPOINT); legacy default, when only "
+                        f"--pytorch_dump_folder_path is given: {LEGACY_DEFAULT_FILE}")
+    legacy.add_argument("--pytorch_dump_folder_path", metavar="DIR",
+                        help="folder to write the Hugging Face model into (same as OUTPUT_DIR)")
     return parser
+
+
+def source_and_output(args: argparse.Namespace) -> tuple[str, str]:
+    """CHECKPOINT/OUTPUT_DIR, or their legacy spellings: each given once (else BadInput, exit 2)."""
+    positional = [p for p in (args.checkpoint, args.output_dir) if p is not None]
+    source, output = args.cvt_file_name, args.pytorch_dump_folder_path
+    if source is None and positional:
+        source = positional.pop(0)
+    if output is None and positional:
+        output = positional.pop(0)
+    if positional:
+        raise BadInput(f"{positional[0]}: one path too many; give CHECKPOINT and OUTPUT_DIR once each "
+                       "(--cvt_file_name is CHECKPOINT, --pytorch_dump_folder_path is OUTPUT_DIR)")
+    if source is None and output is not None and args.pytorch_dump_folder_path is not None:
+        source = LEGACY_DEFAULT_FILE
+        if not Path(source).exists():
+            raise BadInput(f"--cvt_file_name not given, and its legacy default {source} does not exist here; "
+                           "pass --cvt_file_name FILE")
+    if source is None or output is None:
+        raise BadInput("give the checkpoint and the output folder: python -m cvt_port convert CHECKPOINT OUTPUT_DIR "
+                       "(or --cvt_file_name FILE --pytorch_dump_folder_path DIR)")
+    return source, output
 
 
 class _Signals:
@@ -85,16 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, signals.note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        source, output = source_and_output(args)
+        if Path(source).is_dir():
+            return _convert_folder(args, source, output, signals)
         from .conversion import convert  # heavy imports after argument parsing, so --help is instant
 
-        out = convert(args.checkpoint, args.output_dir, variant=args.variant, overwrite=args.overwrite,
-                      log=signals.log)
+        out = convert(source, output, variant=args.variant, overwrite=args.overwrite, log=signals.log,
+                      cvt_model=args.cvt_model, image_size=args.image_size)
         signals.check()
         signals.immediate = True
         if args.push_to_hub:
             from .hub import push_to_hub
 
-            print(f"pushed to {push_to_hub(out, args.push_to_hub)}", file=sys.stderr)
+            print(f"{UNCHECKED_UPLOAD} to {args.push_to_hub}", file=sys.stderr)
+            print(f"pushed to {push_to_hub(out, args.push_to_hub)} (parity checked; accuracy NOT checked)",
+                  file=sys.stderr)
     except (BadInput, ParityError, PushError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -111,6 +176,25 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, h)
     print(out)
     return ExitStatus.PASS
+
+
+UNCHECKED_UPLOAD = ("warning: uploading a model whose accuracy was not checked (the conversion proved parity with "
+                    "the original on a probe batch only; `python -m evaluate ... --push-to-hub` uploads only after "
+                    "its accuracy gate passed)")
+
+
+def _convert_folder(args: argparse.Namespace, folder: str, output_root: str, signals: _Signals) -> int:
+    """Every release file of ``folder``: the summary table on stdout, the worst file's exit status."""
+    if args.push_to_hub:
+        raise BadInput(f"--push-to-hub {args.push_to_hub}: uploads one converted folder; convert the files of "
+                       f"{folder} first, then push each folder")
+    from .folder import convert_many, summary_table, worst_status
+
+    results = convert_many(folder, output_root, variant=args.variant, overwrite=args.overwrite, log=signals.log,
+                           cvt_model=args.cvt_model, image_size=args.image_size)
+    signals.check()
+    print(summary_table(results))
+    return worst_status(results)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ from typing import Callable
 import torch
 
 from .atomic import publish_dir
-from .checkpoint import choose_variant, infer_shape, load_state_dict
+from .card import write_model_card
+from .checkpoint import infer_shape, load_state_dict
 from .errors import BadInput, ParityError
 from .keymap import convert_keys
+from .legacy import LegacyHints, pick_variant
 from .outputs import WRITE_ERRNOS, cannot_write, check_output_folder
 from .reference import OriginalCvT
 from .variants import Variant, all_variants, get_variant
@@ -107,10 +109,12 @@ def probe_batch(variant: Variant) -> torch.Tensor:
     return torch.randn(PROBE_BATCH, variant.architecture.in_chans, s, s, generator=g)
 
 
-def read_original(checkpoint: Path, requested: Variant | None) -> tuple[dict[str, torch.Tensor], Variant]:
-    """The checkpoint's tensors (float32) and its variant, every key and shape checked (else BadInput)."""
+def read_original(checkpoint: Path, requested: Variant | None,
+                  hints: LegacyHints = LegacyHints()) -> tuple[dict[str, torch.Tensor], Variant]:
+    """The checkpoint's tensors (float32) and its variant, every key and shape checked (else BadInput);
+    the legacy script's ``--cvt_model``/``--image_size`` (``hints``) must agree with it."""
     sd = load_state_dict(checkpoint)
-    chosen = choose_variant(checkpoint, infer_shape(checkpoint, sd), all_variants(), requested)
+    chosen = pick_variant(checkpoint, infer_shape(checkpoint, sd), all_variants(), requested, hints)
     with torch.device("meta"):
         check_keys(checkpoint, sd, OriginalCvT(chosen.architecture))
     sd = {k: (t.float() if t.is_floating_point() and t.dtype != torch.float32 else t) for k, t in sd.items()}
@@ -186,58 +190,20 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
 
 
-def model_card(facts: dict) -> str:
-    p, s, v = facts["parity"], facts["source"], facts["variant"]
-    hub = f"[{facts['hub_id']}](https://huggingface.co/{facts['hub_id']})" if facts.get("hub_id") else "none"
-    return f"""---
-library_name: transformers
-pipeline_tag: image-classification
-tags: [cvt, image-classification, cvt-port]
----
-
-# {v}: original CvT checkpoint converted to Hugging Face
-
-Converted by `cvt_port` from the original Microsoft CvT release file, and checked logit for logit
-against a reference implementation of the original model before it was saved.
-
-| fact | value |
-|---|---|
-| source file | `{s['file']}` |
-| source sha256 | `{s['sha256']}` |
-| variant | `{v}` (Hub counterpart: {hub}) |
-| evaluation size | {facts['preprocessing']['img_size']} ({facts['preprocessing']['resize']}, {facts['preprocessing']['interpolation']}) |
-| parity probe | {p['probe']['shape']} seeded inputs, float32, CPU |
-| max abs logit difference, `cvt_port.load_model` vs original | {p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g}) |
-| max abs logit difference, stock `CvtForImageClassification` vs original | {p['stock_gelu_max_abs_logit_diff']:.3g} (max abs logit {p['max_abs_logit']:.3g}) |
-| converted with | torch {facts['versions']['torch']}, transformers {facts['versions']['transformers']} |
-
-## Activation: load with `cvt_port.load_model`
-
-The original CvT models were trained with **QuickGELU** (`x * sigmoid(1.702 x)`); the stock
-`CvtForImageClassification` hard-codes the exact (erf) GELU. `config.json` records
-`"hidden_act": "quick_gelu"`, which the stock class ignores. Exact results:
-
-```python
-import cvt_port
-model = cvt_port.load_model("path/to/this/folder")  # QuickGELU in place: computes what the original computed
-```
-
-`CvtForImageClassification.from_pretrained(...)` loads this folder with no missing or unexpected keys,
-but drifts from the original by the figure in the table above (on the probe batch).
-
-`preprocessor_config.json` reproduces the release's evaluation preprocessing (spec: resize, crop,
-bicubic, ImageNet mean/std). Machine-readable facts are in `conversion.json`.
-"""
-
-
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
     variant: str | Path | Variant | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = _stderr,
+    cvt_model: str | None = None,
+    image_size: int | None = None,
 ) -> Path:
     """Convert an original CvT checkpoint into a Hugging Face folder and return the folder's path.
+
+    ``cvt_model`` and ``image_size`` are the legacy Hugging Face script's ``--cvt_model`` (``cvt-13``,
+    ``cvt-21``, ``cvt-w24``, or a full variant name) and ``--image_size``: checks on the variant that
+    the weights and file name imply (:mod:`cvt_port.legacy`), or a choice where they cannot tell.
 
     Raises :class:`BadInput` (nothing read or written is kept) or :class:`ParityError`
     (the converted model does not compute what the original computed; nothing saved).
@@ -245,11 +211,14 @@ def convert(
     t0 = time.perf_counter()
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     requested = get_variant(variant) if isinstance(variant, (str, Path)) else variant
+    hints = LegacyHints(cvt_model, image_size)
+    if hints:
+        hints.check_known(all_variants(), requested)
     check_output_dir(output_dir, overwrite)
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0
 
     log(f"[1/5] reading {checkpoint} ({size / 2**20:.1f} MiB, memory-mapped, weights only)")
-    sd, chosen = read_original(checkpoint, requested)
+    sd, chosen = read_original(checkpoint, requested, hints)
     a = chosen.architecture
     log(f"      variant {chosen.name}: depth {list(a.depth)}, widths {list(a.embed_dim)}, "
         f"{a.num_classes} classes, {len(sd)} tensors")
@@ -305,7 +274,7 @@ def convert(
         facts["wall_time_s"] = round(time.perf_counter() - t0, 3)
         facts["peak_rss_mib"] = peak_rss_mib()
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")
-        (tmp / "README.md").write_text(model_card(facts))
+        write_model_card(tmp, facts, chosen)
         publish_dir(tmp, output_dir)
     except BaseException as exc:  # errors, Ctrl-C, SIGTERM (raised by the CLI): no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)

@@ -99,6 +99,44 @@ def test_conversion_facts_and_model_card(converted, cvt13_checkpoint):
     assert f"{facts['parity']['stock_gelu_max_abs_logit_diff']:.3g}" in card
 
 
+def test_model_card_header_is_what_the_hub_reads(converted):
+    """The card is written with huggingface_hub's ModelCard API: its YAML header parses back into the
+    fields the Hub shows (license, base model, datasets, tags), and it claims no evaluation results."""
+    from huggingface_hub import ModelCard
+
+    out, _ = converted
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "mit" and data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "image-classification"
+    assert data["base_model"] == "microsoft/cvt-13"  # configs/cvt-13-224.yaml's hub_id
+    assert data["datasets"] == ["imagenet-1k"]
+    assert set(data["tags"]) == {"image-classification", "cvt", "cvt-port"}
+    assert card.data.eval_results is None  # accuracy is added by an evaluation that passed its gate
+    facts = json.loads((out / "conversion.json").read_text())
+    p = facts["parity"]
+    assert "## Parity certificate" in card.text
+    for figure in (f"{p['max_abs_logit_diff']:.3g} (tolerance {p['tolerance']:g})", facts["source"]["sha256"],
+                   f"{p['stock_gelu_max_abs_logit_diff']:.3g}", facts["versions"]["transformers"]):
+        assert figure in card.text
+
+
+@pytest.mark.parametrize("name, base_model, datasets", [
+    ("cvt-13-384-22k", "microsoft/cvt-13-384-22k", ["imagenet-21k", "imagenet-1k"]),
+    ("cvt-w24-384-22k", "microsoft/cvt-w24-384-22k", ["imagenet-21k", "imagenet-1k"]),
+    ("cvt-21-384", "microsoft/cvt-21-384", ["imagenet-1k"]),
+    ("cvt-tiny-digits", None, None),  # no Hub counterpart, not ImageNet
+])
+def test_model_card_base_model_and_datasets_come_from_the_variant_config(name, base_model, datasets):
+    from huggingface_hub import ModelCard
+
+    from cvt_port.card import card_data
+    from cvt_port.variants import get_variant
+
+    data = ModelCard(f"---\n{card_data({}, get_variant(name)).to_yaml()}\n---\nbody").data
+    assert data.base_model == base_model and data.datasets == datasets and data.license == "mit"
+
+
 def test_preprocessor_reproduces_release_protocol(converted):
     out, _ = converted
     proc = AutoImageProcessor.from_pretrained(out)
