@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--push-to-hub", metavar="REPO_ID",
         help="after the parity check, upload the folder to this Hub repo. The model's ACCURACY IS NOT CHECKED by "
-        "this upload; for a release, upload with `python -m evaluate ... --push-to-hub`, which uploads only "
-        "after its accuracy gate passed",
+        "this upload; for a release, run `python -m evaluate --model OUTPUT_DIR --reference CHECKPOINT --data ...` "
+        "first and publish only what passed",
     )
     legacy = conv.add_argument_group(
         "legacy Hugging Face script flags",
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 UNCHECKED_UPLOAD = ("warning: uploading a model whose accuracy was not checked (the conversion proved parity with "
-                    "the original on a probe batch only; `python -m evaluate ... --push-to-hub` uploads only after "
-                    "its accuracy gate passed)")
+                    "the original on a probe batch only; gate a release with `python -m evaluate --model FOLDER "
+                    "--reference CHECKPOINT --data ...` before publishing it)")
 
 
 def _convert_folder(args: argparse.Namespace, folder: str, output_root: str, signals: _Signals) -> int:

@@ -1,5 +1,5 @@
 """The converter's own --push-to-hub uploads after the parity check only: its help and its output say that
-the model's accuracy was not checked (the gated upload is `python -m evaluate ... --push-to-hub`)."""
+the model's accuracy was not checked, and point to the accuracy gate (`python -m evaluate ... --reference`)."""
 
 import subprocess
 import sys
@@ -13,7 +13,7 @@ def test_help_says_the_upload_is_not_accuracy_checked():
     r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", "--help"], capture_output=True, text=True)
     flat = " ".join(r.stdout.split())
     assert r.returncode == 0 and "--push-to-hub REPO_ID" in flat
-    assert "ACCURACY IS NOT CHECKED by this upload" in flat and "python -m evaluate ... --push-to-hub" in flat
+    assert "ACCURACY IS NOT CHECKED by this upload" in flat and "python -m evaluate --model OUTPUT_DIR --reference" in flat
 
 
 def test_output_says_so_before_and_after_the_upload(cvt13_checkpoint, tmp_path, monkeypatch, capsys):
