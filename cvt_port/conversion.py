@@ -40,6 +40,7 @@ from .errors import BadInput, ParityError
 from .keymap import convert_keys
 from .legacy import LegacyHints, pick_variant
 from .outputs import WRITE_ERRNOS, cannot_write, check_output_folder
+from .provenance import library_versions
 from .reference import OriginalCvT
 from .variants import Variant, all_variants, get_variant
 
@@ -184,12 +185,6 @@ def measure_parity(reference, hf, x: torch.Tensor) -> dict:
     }
 
 
-def _versions() -> dict:
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
-
-
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -264,7 +259,7 @@ def convert(
             "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.architecture).items()},
             "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.preprocessing).items()},
             "parity": parity,
-            "versions": _versions(),
+            "versions": library_versions("torch", "transformers"),
         }
 
         log(f"[5/5] writing {output_dir}")

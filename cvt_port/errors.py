@@ -55,15 +55,17 @@ class ParityError(Exception):
     exit_code = ExitStatus.FAIL
 
 
-def first_line(exc: BaseException | str, limit: int = 300) -> str:
+def first_line(exc: BaseException | str, limit: int = 300, *, typed: bool = False) -> str:
     """The first non-empty line of an exception's message (or of a text), at most ``limit`` characters;
     the exception's class name when it has no message. Third-party errors are often pages long: a
-    one-line error keeps the line that says what went wrong."""
+    one-line error keeps the line that says what went wrong. ``typed``: ``"TypeName: line"`` (the
+    class says as much as the text when a library's message is terse: ``OSError: [Errno 2] ...``)."""
     text = exc if isinstance(exc, str) else str(exc)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    name = "" if isinstance(exc, str) else type(exc).__name__
     if not lines:
-        return "" if isinstance(exc, str) else type(exc).__name__
-    return lines[0][:limit]
+        return name
+    return f"{name}: {lines[0][:limit]}" if typed and name else lines[0][:limit]
 
 
 def internal_error(exc: BaseException, program: str) -> int:

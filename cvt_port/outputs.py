@@ -29,7 +29,7 @@ def check_output_folder(folder: str | Path, label: str = "") -> Path:
     one and rename it into place, so the folder's own contents never need writing; nor is it looked into,
     which a concurrent run may be replacing). Tried with a real (removed) temporary folder rather than
     ``os.access``, which a read-only file system or an immutable folder fools when running as root.
-    ``label`` names the flag in the message (``"--output "``)."""
+    ``label`` names the folder's setting in the message (``"report.output "``, a flag of a CLI)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise BadInput(f"{label}{folder}: exists and is not a folder; choose another path")

@@ -55,6 +55,7 @@ import torch
 
 from cvt_port.atomic import staged_dir
 from cvt_port.errors import BadInput
+from cvt_port.provenance import library_versions
 
 from .cache_key import (  # noqa: F401  (cache_key, CACHE_FORMAT: re-exported)
     CACHE_FORMAT, cache_key, describe_transform, difference, key_parts, sha256_json, source_stamps)
@@ -62,8 +63,8 @@ from .dataset import EvalDataset, collate
 from .layouts import DataSource, Sample
 
 MANIFEST = "manifest.json"
-REBUILD_HINT = ("rebuild it with `python -m evaluate cache build` and the same data/subset/preprocessing flags "
-                "as this run, or use another cache folder")
+REBUILD_HINT = ("rebuild it (`python -m evaluate cache build` or evaluate.api.build_cache) with this run's data, "
+                "subset and preprocessing, or use another cache folder")
 
 
 # --------------------------------------------------------------------------- building
@@ -168,7 +169,7 @@ def _write(tmp: Path, dataset: EvalDataset, parts: dict, stamps: np.ndarray, tra
         ok[index] = batch["ok"].numpy()
         bad = index[~batch["ok"].numpy()]
         if len(bad) and not skip_bad_images:
-            raise BadInput(f"{batch['errors'][0]}; pass --skip-bad-images to record bad images in the cache")
+            raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to record bad images in the cache")
         errors.update(zip(bad.tolist(), batch["errors"]))
     for arr in pixels.values():
         arr.flush()
@@ -199,9 +200,6 @@ def _batches(dataset: EvalDataset, num_workers: int, batch_size: int, progress: 
 
 
 def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource, bad: int) -> dict:
-    import PIL
-    import transformers
-
     return {
         "format": CACHE_FORMAT,
         "key": sha256_json(parts),
@@ -216,8 +214,7 @@ def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource,
         "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt",
                   "sources": "sources.npy"},
         # informational, not part of the key: the versions that produced the pixels
-        "versions": {"numpy": np.__version__, "pillow": PIL.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        "versions": library_versions("numpy", "pillow", "torch", "transformers"),
     }
 
 
@@ -289,7 +286,7 @@ def _damaged_files(cache_dir: Path, manifest: dict) -> list[str]:
 
 def _damage_message(image_id: str, cache_dir: Path, file: str) -> str:
     return (f"{image_id}: cached pixels damaged (CRC-32 mismatch in {cache_dir / file}); "
-            f"check the cache with `python -m evaluate cache verify --cache-dir {cache_dir}` and rebuild it")
+            "check the cache (`python -m evaluate cache verify` or evaluate.cache.verify_cache) and rebuild it")
 
 
 class CachedBatch(list):

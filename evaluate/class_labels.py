@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cvt_port.errors import BadInput
+from cvt_port.errors import BadInput, first_line
 from cvt_port.labels import wnid_to_index
 
+from .plan import PlanError
+
 LABEL_NUMBERINGS = ("index0", "devkit")
-NUMBERING_HINT = ("pass --label-numbering index0 (0-based positions among the 1000 sorted WordNet ids) or "
-                  "--label-numbering devkit --devkit-map FILE (the ILSVRC2012 devkit's 1-based ids; FILE: lines "
-                  "'<ILSVRC2012_ID> <WNID>' from the devkit's data/meta.mat)")
+NUMBERING_HINT = ("use data.label_numbering index0 (0-based positions among the 1000 sorted WordNet ids) or "
+                  "data.label_numbering devkit with data.devkit_map FILE (the ILSVRC2012 devkit's 1-based ids; FILE: "
+                  "lines '<ILSVRC2012_ID> <WNID>' from the devkit's data/meta.mat)")
 
 
 def class_index(name: str, label2id: dict[str, int] | None) -> int | None:
@@ -33,29 +35,29 @@ def stated_numbering(label_numbering: str | None, devkit_map: str | Path | None)
     """The stated numbering of class numbers as a function (number, where) -> class index, or None."""
     if label_numbering is None:
         if devkit_map is not None:
-            raise BadInput(f"--devkit-map {devkit_map}: only used with --label-numbering devkit; add it")
+            raise PlanError("data.devkit_map", "only used with data.label_numbering devkit; add it", devkit_map)
         return None
     if label_numbering not in LABEL_NUMBERINGS:
-        raise BadInput(f"--label-numbering {label_numbering}: choose one of {', '.join(LABEL_NUMBERINGS)}")
+        raise PlanError("data.label_numbering", f"choose one of {', '.join(LABEL_NUMBERINGS)}", label_numbering)
     if label_numbering == "index0":
         if devkit_map is not None:
-            raise BadInput(f"--devkit-map {devkit_map}: only used with --label-numbering devkit, not index0")
+            raise PlanError("data.devkit_map", "only used with data.label_numbering devkit, not index0", devkit_map)
 
         def index0(number: int, where: str) -> int:
             if number < 0:
-                raise BadInput(f"{where}: class number {number} is negative (--label-numbering index0 counts from 0)")
+                raise BadInput(f"{where}: class number {number} is negative (data.label_numbering index0 counts from 0)")
             return number
 
         return index0
     if devkit_map is None:
-        raise BadInput("--label-numbering devkit needs --devkit-map FILE: 1000 lines '<ILSVRC2012_ID> <WNID>', the "
-                       "devkit's synset table from its data/meta.mat (exported with scipy.io.loadmat, see "
-                       "evaluate.layouts)")
+        raise PlanError("data.label_numbering", "needs data.devkit_map FILE: 1000 lines '<ILSVRC2012_ID> <WNID>', "
+                        "the devkit's synset table from its data/meta.mat (exported with scipy.io.loadmat, see "
+                        "evaluate.layouts)", label_numbering)
     table = read_devkit_map(Path(devkit_map))
 
     def devkit(number: int, where: str) -> int:
         if number not in table:
-            raise BadInput(f"{where}: {number} is not an ILSVRC2012_ID of --devkit-map {devkit_map} (1..1000)")
+            raise BadInput(f"{where}: {number} is not an ILSVRC2012_ID of {devkit_map} (1..1000)")
         return table[number]
 
     return devkit
@@ -63,11 +65,11 @@ def stated_numbering(label_numbering: str | None, devkit_map: str | Path | None)
 
 def read_devkit_map(path: Path) -> dict[int, int]:
     """ILSVRC2012_ID -> class index, from lines ``<ID> <WNID> [words]`` (or ``<WNID> <ID> ...``)."""
-    where = f"--devkit-map {path}"
+    where = str(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{where}: cannot read it ({type(exc).__name__}: {exc})") from None
+        raise PlanError("data.devkit_map", f"cannot read it ({first_line(exc, typed=True)})", path) from None
     index = wnid_to_index()
     table: dict[int, int] = {}
     seen: set[str] = set()

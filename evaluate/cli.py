@@ -19,7 +19,7 @@ from pathlib import Path
 from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_error
 
 from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec,
-                   RunSpec, default_num_workers)
+                   RunSpec, default_num_workers, name_fields)
 
 PROGRAM = "python -m evaluate"
 
@@ -37,6 +37,11 @@ FLAGS = {
     "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
     "run.compile": "--compile", "report.output": "--output",
 }
+
+
+def flag(field: str) -> str:
+    """The flag that sets a plan field (the field itself when no flag does)."""
+    return FLAGS.get(field, field)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,10 +178,10 @@ def outcome(work) -> int:
         with sigterm_raises():
             return work()
     except PlanError as exc:
-        print(f"error: {exc.render(lambda f: FLAGS.get(f, f))}", file=sys.stderr)
+        print(f"error: {exc.render(flag)}", file=sys.stderr)
         return ExitStatus.BAD_INPUT
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except BadInput as exc:  # a hint in it may name a plan field: shown as its flag
+        print(f"error: {name_fields(str(exc), flag)}", file=sys.stderr)
         return ExitStatus.BAD_INPUT
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)

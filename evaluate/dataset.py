@@ -4,7 +4,7 @@ Each item carries the pixels of every preprocessing mode being evaluated (so a r
 compares ``release`` and ``hf`` decodes each file once), as uint8. A file that cannot be
 decoded (corrupt, truncated, unreadable, unknown format) does not raise: the item says
 ``ok=False``, carries zero pixels of the right shape and a one-line ``error`` naming the image
-id, and the caller decides whether that fails the run or is counted (``--skip-bad-images``).
+id, and the caller decides whether that fails the run or is counted (``data.skip_bad_images``).
 Everything here is picklable, so DataLoader workers (``num_workers > 0``) can use it.
 """
 
@@ -13,22 +13,17 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
+
+from cvt_port.errors import first_line
 
 from .layouts import DataSource, Sample
 from .preprocess import to_rgb
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a bad image, never padded
 
 # Errors that mean "this image cannot be read", not "the harness is broken". PIL reports broken
 # files as OSError (UnidentifiedImageError is one), SyntaxError or ValueError (bad headers),
 # EOFError, DecompressionBombError; datasets cells may fail with the same.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class EvalDataset(torch.utils.data.Dataset):
@@ -61,7 +56,7 @@ class EvalDataset(torch.utils.data.Dataset):
             item["ok"] = False
             # a file-system error (missing, a looping link, no permission) is "read"; the rest "decode"
             verb = "read" if isinstance(exc, OSError) and exc.errno is not None else "decode"
-            item["error"] = f"{sample.image_id}: cannot {verb} image ({_one_line(exc)})"
+            item["error"] = f"{sample.image_id}: cannot {verb} image ({first_line(exc, typed=True)})"
             item["pixels"] = {mode: torch.zeros(shape, dtype=torch.uint8) for mode, shape in self.shapes.items()}
             return item
         item["pixels"] = {mode: t(img) for mode, t in self.transforms.items()}

@@ -26,11 +26,14 @@ class Inputs:
     is_subset: bool
 
 
-def prepare_data(spec: DataSpec, label2id: dict[str, int] | None) -> Inputs:
-    """Discover the layout and choose the images; ``label2id`` maps folder names that are the model's labels."""
+def prepare_data(spec: DataSpec, label2id: dict[str, int] | None, classes: int = 0) -> Inputs:
+    """Discover the layout and choose the images; ``label2id`` maps folder names that are the model's labels;
+    with ``classes`` (the model's number of outputs; 0: not known), every label is checked to be one."""
     source = discover(spec.source, label2id=label2id, labels_file=spec.labels_file, split=spec.split,
                       image_column=spec.image_column, label_column=spec.label_column,
                       label_numbering=spec.label_numbering, devkit_map=spec.devkit_map)
+    if classes:
+        check_label_range(source.samples, classes, spec.source)
     if spec.subset_file is not None:
         return Inputs(source, read_subset_file(spec.subset_file, source.samples), True)
     if spec.subset is not None:
@@ -67,8 +70,10 @@ def num_classes(folder: LoadedFolder, variant: Variant | None) -> int:
                (variant.architecture.num_classes if variant else 0))
 
 
-def check_label_range(samples: list[Sample], n: int) -> None:
-    """Every label must be one of the model's ``n`` outputs (before the pass, not inside a metric)."""
+def check_label_range(samples: list[Sample], n: int, source: object = None) -> None:
+    """Every label must be one of the model's ``n`` outputs, found before any model is loaded rather than
+    inside a metric (a WordNet-id folder fed to a 10-class model would otherwise be scored silently wrong)."""
     bad = next((s for s in samples if not 0 <= s.label < n), None)
     if bad is not None:
-        raise PlanError("data.source", f"{bad.image_id}: label {bad.label} is outside the model's {n} classes")
+        raise PlanError("data.source", f"image {bad.image_id} has class index {bad.label} but the model has {n} "
+                        "classes", source)

@@ -49,9 +49,11 @@ Class indices (why they are computed this way; ``shared/spec/imagenet-labels.md`
 
 An entry named like an image that cannot be read (a dangling or looping symlink, a file
 without read permission) is listed like any other image, so it fails the run (or is counted
-with ``--skip-bad-images``) like any other unreadable image, instead of vanishing.
+with ``skip_bad_images``) like any other unreadable image, instead of vanishing.
 
-Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`.
+Every failure the user can fix is a one-line :class:`cvt_port.errors.BadInput`: a
+:class:`~evaluate.plan.PlanError` naming the plan field (``data.source``) when the value itself
+cannot be used, else naming the file, line, row or column whose content is wrong.
 """
 
 from __future__ import annotations
@@ -68,13 +70,16 @@ from typing import Any, Iterable
 
 from PIL import Image, ImageFile
 
-from cvt_port.errors import BadInput
+from cvt_port.errors import BadInput, first_line
+
+from .plan import PlanError
 
 from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
     LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
 
 # A truncated file is a bad image, not something to pad with grey (PIL's default is False too;
-# set it explicitly because any imported library may have flipped it).
+# set it explicitly because any imported library may have flipped it). Set here, once: every image
+# of a run, file or dataset cell, is opened by this module's _open_image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_EXTENSIONS = frozenset(
@@ -170,12 +175,12 @@ def discover(
         if labels_file is None and _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
             ds = _hub_dataset_or_bad_input(text, split)
             return _from_dataset(ds, text, label2id, image_column, label_column, numbering)
-        raise BadInput(f"--data {text}: path does not exist (give {ACCEPTED})")
+        raise PlanError("data.source", f"path does not exist (give {ACCEPTED})", text)
 
     if path.is_file():
         if path.suffix.lower() == ".parquet":
             return _from_dataset(_load_parquet([path]), text, label2id, image_column, label_column, numbering)
-        raise BadInput(f"--data {text}: a file that is not .parquet; give {ACCEPTED}")
+        raise PlanError("data.source", f"a file that is not .parquet; give {ACCEPTED}", text)
 
     if labels_file is not None:
         return _flat(path, Path(labels_file), label2id, numbering)
@@ -191,18 +196,16 @@ def discover(
     if any(_image_entry(p) for p in path.iterdir()):
         found = next((path / n for n in AUTO_LABEL_FILES if (path / n).is_file()), None)
         if found is None:
-            raise BadInput(
-                f"--data {text}: a flat folder of images needs a labels file: pass --labels-file, "
-                f"or put one of {', '.join(AUTO_LABEL_FILES)} in the folder"
-            )
+            raise PlanError("data.source", "a flat folder of images needs a labels file: use data.labels_file, "
+                            f"or put one of {', '.join(AUTO_LABEL_FILES)} in the folder", text)
         return _flat(path, found, label2id, numbering)
     parquet = sorted(path.rglob("*.parquet"))
     if parquet:
         return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column,
                              label_column, numbering)
     if not any(not p.name.startswith(".") for p in path.iterdir()):
-        raise BadInput(f"--data {text}: folder is empty (give {ACCEPTED})")
-    raise BadInput(f"--data {text}: no images or dataset files found; accepted layouts: {ACCEPTED}")
+        raise PlanError("data.source", f"folder is empty (give {ACCEPTED})", text)
+    raise PlanError("data.source", f"no images or dataset files found; accepted layouts: {ACCEPTED}", text)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -234,16 +237,13 @@ def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
         idx = class_index(d.name, label2id)
         if idx is None:
             known = "" if not label2id else f" or a label of the model (e.g. {', '.join(list(label2id)[:3])})"
-            raise BadInput(
-                f"--data {root}: class folder '{d.name}' is neither an ImageNet WordNet id{known}; "
-                "rename or remove it"
-            )
+            raise BadInput(f"{root}: class folder '{d.name}' is neither an ImageNet WordNet id{known}; "
+                           "rename or remove it")
         for f in sorted(p for p in d.rglob("*") if _image_entry(p)):
             if any(part.startswith(".") for part in f.relative_to(d).parts):
                 continue
             samples.append(Sample(f.relative_to(root).as_posix(), idx, str(f)))
     samples.sort(key=lambda s: s.image_id)
-    _check_range(samples, label2id, f"--data {root}")
     return DataSource("imagefolder", samples, _all_ilsvrc(samples), str(root))
 
 
@@ -263,16 +263,16 @@ def _flat(path: Path, labels_file: Path, label2id: dict[str, int] | None, number
       equal the image count.
     """
     if not labels_file.is_file():
-        raise BadInput(f"--labels-file {labels_file}: file not found")
+        raise PlanError("data.labels_file", "file not found", labels_file)
     files = sorted((p for p in path.iterdir() if _image_entry(p)), key=lambda p: p.name)
     if not files:
-        raise BadInput(f"--data {path}: no image files directly in the folder (needed with --labels-file {labels_file})")
+        raise PlanError("data.source", f"no image files directly in the folder (needed with data.labels_file {labels_file})",
+                        path)
     if labels_file.suffix.lower() == ".csv":
         labels = _labels_from_csv(files, labels_file, label2id, numbering)
     else:
         labels = _labels_from_text(files, labels_file, label2id, numbering)
     samples = [Sample(f.name, lab, str(f)) for f, lab in zip(files, labels)]
-    _check_range(samples, label2id, f"--labels-file {labels_file}")
     return DataSource("flat", samples, _all_ilsvrc(samples), str(path))
 
 
@@ -281,21 +281,21 @@ def _labels_from_csv(files: list[Path], labels_file: Path, label2id, numbering) 
         with labels_file.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"--labels-file {labels_file}: cannot read it ({exc})") from None
+        raise BadInput(f"{labels_file}: cannot read it ({exc})") from None
     if not rows or not {"ImageId", "PredictionString"} <= set(rows[0]):
-        raise BadInput(f"--labels-file {labels_file}: expected a CSV with header 'ImageId,PredictionString' (Kaggle's LOC_val_solution.csv)")
+        raise BadInput(f"{labels_file}: expected a CSV with header 'ImageId,PredictionString' (Kaggle's LOC_val_solution.csv)")
     by_id = {}
     for line, row in enumerate(rows, start=2):
         tokens = (row["PredictionString"] or "").split()
         if not tokens:
-            raise BadInput(f"--labels-file {labels_file} line {line}: empty PredictionString")
+            raise BadInput(f"{labels_file} line {line}: empty PredictionString")
         by_id[row["ImageId"].strip()] = (line, tokens[0])
     out = []
     for f in files:
         if f.stem not in by_id:
-            raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (ImageId {f.stem})")
+            raise BadInput(f"{labels_file}: has no label for image {f.name} (ImageId {f.stem})")
         line, token = by_id[f.stem]
-        out.append(label_token(token, label2id, f"--labels-file {labels_file} line {line}", numbering))
+        out.append(label_token(token, label2id, f"{labels_file} line {line}", numbering))
     return out
 
 
@@ -303,7 +303,7 @@ def _labels_from_text(files: list[Path], labels_file: Path, label2id, numbering)
     try:
         lines = labels_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"--labels-file {labels_file}: cannot read it ({exc})") from None
+        raise BadInput(f"{labels_file}: cannot read it ({exc})") from None
     while lines and not lines[-1].strip():
         lines.pop()
     numbers = [ilsvrc_val_number(f.name) for f in files]
@@ -313,13 +313,13 @@ def _labels_from_text(files: list[Path], labels_file: Path, label2id, numbering)
         wanted = list(range(1, len(files) + 1))  # line n is for the n-th image in sorted order
         if len(lines) > len(files):
             raise BadInput(
-                f"--labels-file {labels_file}: {len(lines)} lines for {len(files)} images; line n must be the "
+                f"{labels_file}: {len(lines)} lines for {len(files)} images; line n must be the "
                 "label of the n-th image in sorted file-name order"
             )
     for f, n in zip(files, wanted):  # every image has a line before any line is interpreted
         if n > len(lines) or not lines[n - 1].strip():
-            raise BadInput(f"--labels-file {labels_file}: has no label for image {f.name} (needs line {n}; the file has {len(lines)})")
-    return [label_token(lines[n - 1], label2id, f"--labels-file {labels_file} line {n}", numbering) for n in wanted]
+            raise BadInput(f"{labels_file}: has no label for image {f.name} (needs line {n}; the file has {len(lines)})")
+    return [label_token(lines[n - 1], label2id, f"{labels_file} line {n}", numbering) for n in wanted]
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets
@@ -338,11 +338,9 @@ def _hub_dataset_or_bad_input(repo_id: str, split: str):
     except BadInput:
         raise
     except Exception as exc:  # network, auth, unknown repo or split: all the user's to fix
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise BadInput(
-            f"--data {repo_id}: not an existing path, and loading it as a Hugging Face Hub dataset "
-            f"(split '{split}') failed: {type(exc).__name__}: {msg}"
-        ) from None
+        raise PlanError(
+            "data.source", "not an existing path, and loading it as a Hugging Face Hub dataset "
+            f"(split '{split}') failed: {first_line(exc, typed=True)}", repo_id) from None
 
 
 def _load_saved_dataset(path: Path, split: str):
@@ -351,10 +349,10 @@ def _load_saved_dataset(path: Path, split: str):
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:
-        raise BadInput(f"--data {path}: cannot load the saved dataset ({type(exc).__name__}: {exc})") from None
+        raise PlanError("data.source", f"cannot load the saved dataset ({first_line(exc, typed=True)})", path) from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
-            raise BadInput(f"--data {path}: no split '{split}' (it has {', '.join(ds)}); pass --split")
+            raise PlanError("data.split", f"no such split in {path} (it has {', '.join(ds)})", split)
         ds = ds[split]
     return ds
 
@@ -370,7 +368,7 @@ def _load_parquet(files: list[Path]):
     try:
         return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     except Exception as exc:
-        raise BadInput(f"--data {files[0]}: cannot read the parquet file(s) ({type(exc).__name__}: {exc})") from None
+        raise BadInput(f"{files[0]}: cannot read the parquet file(s) ({first_line(exc, typed=True)})") from None
 
 
 def _is_image_feature(feature) -> bool:
@@ -379,16 +377,16 @@ def _is_image_feature(feature) -> bool:
     return isinstance(feature, datasets.Image)
 
 
-def _pick_column(ds, given: str | None, flag: str, auto: Iterable[str], kind: str) -> str:
+def _pick_column(ds, given: str | None, plan_field: str, auto: Iterable[str], kind: str) -> str:
     names = list(ds.column_names)
     if given is not None:
         if given not in names:
-            raise BadInput(f"{flag} {given}: no such column (the dataset has {', '.join(names)})")
+            raise PlanError(plan_field, f"no such column (the dataset has {', '.join(names)})", given)
         return given
     for name in auto:
         if name in names:
             return name
-    raise BadInput(f"no {kind} column found (columns: {', '.join(names)}); pass {flag}")
+    raise PlanError(plan_field, f"no {kind} column found (columns: {', '.join(names)}); name one")
 
 
 def _from_dataset(ds, where: str, label2id, image_column: str | None, label_column: str | None,
@@ -400,37 +398,36 @@ def _from_dataset(ds, where: str, label2id, image_column: str | None, label_colu
 
     features = ds.features
     auto_images = [c for c in ds.column_names if _is_image_feature(features.get(c))] + ["image", "img"]
-    img_col = _pick_column(ds, image_column, "--image-column", auto_images, "image")
-    lab_col = _pick_column(ds, label_column, "--label-column", ("label", "labels"), "label")
+    img_col = _pick_column(ds, image_column, "data.image_column", auto_images, "image")
+    lab_col = _pick_column(ds, label_column, "data.label_column", ("label", "labels"), "label")
     if len(ds) == 0:
-        raise BadInput(f"--data {where}: the dataset has no rows")
+        raise BadInput(f"{where}: the dataset has no rows")
     if _is_image_feature(features.get(img_col)):
         # Decode ourselves: the same PIL path, the same error handling as image files.
         ds = ds.cast_column(img_col, datasets.Image(decode=False))
 
     raw_labels = list(ds[lab_col])
-    names = getattr(features.get(lab_col), "names", None) if type(features.get(lab_col)).__name__ == "ClassLabel" else None
-    by_position = classlabel_translation(names, label2id, f"--data {where} column '{lab_col}'") if names else None
+    names = features[lab_col].names if isinstance(features.get(lab_col), datasets.ClassLabel) else None
+    by_position = classlabel_translation(names, label2id, f"{where} column '{lab_col}'") if names else None
     labels = []
     for i, v in enumerate(raw_labels):
         if isinstance(v, bool) or v is None or (isinstance(v, int) and v < 0):
-            raise BadInput(f"--data {where}: row {i} has no label ({v!r} in column '{lab_col}'); use a split with ground truth")
+            raise BadInput(f"{where}: row {i} has no label ({v!r} in column '{lab_col}'); use a split with ground truth")
         if isinstance(v, int) and names is not None:
             if v >= len(names):
-                raise BadInput(f"--data {where}: row {i} has label {v} but column '{lab_col}' has {len(names)} class names")
+                raise BadInput(f"{where}: row {i} has label {v} but column '{lab_col}' has {len(names)} class names")
             labels.append(by_position[v] if by_position is not None else v)
         elif isinstance(v, int):
-            labels.append(numbering(v, f"--data {where} row {i} column '{lab_col}'") if numbering else v)
+            labels.append(numbering(v, f"{where} row {i} column '{lab_col}'") if numbering else v)
         elif isinstance(v, str):
-            labels.append(label_token(v, label2id, f"--data {where} row {i} column '{lab_col}'", numbering))
+            labels.append(label_token(v, label2id, f"{where} row {i} column '{lab_col}'", numbering))
         else:
-            raise BadInput(f"--data {where}: column '{lab_col}' holds {type(v).__name__}, not class indices or names; pass --label-column")
+            raise BadInput(f"{where}: column '{lab_col}' holds {type(v).__name__}, not class indices or names; use data.label_column")
 
     names = _file_names(ds, img_col)
     if names is None or len(set(names)) != len(names):
         names = [f"row-{i}" for i in range(len(ds))]
     samples = [Sample(n, lab, i) for i, (n, lab) in enumerate(zip(names, labels))]
-    _check_range(samples, label2id, f"--data {where}")
     return DataSource("datasets", samples, _all_ilsvrc(samples), where, dataset=ds, image_column=img_col)
 
 
@@ -483,14 +480,3 @@ def _open_image(src) -> Image.Image:
 
 def _all_ilsvrc(samples: list[Sample]) -> bool:
     return bool(samples) and all(ilsvrc_val_number(s.image_id) is not None for s in samples)
-
-
-def _check_range(samples: list[Sample], label2id: dict[str, int] | None, where: str) -> None:
-    """With a model at hand, every class index must be one of its outputs (a WordNet folder fed
-    to a 10-class model would otherwise be scored silently wrong)."""
-    if not label2id:
-        return
-    n = max(int(v) for v in label2id.values()) + 1
-    for s in samples:
-        if not 0 <= s.label < n:
-            raise BadInput(f"{where}: image {s.image_id} has class index {s.label} but the model has {n} classes")

@@ -264,9 +264,9 @@ class EvalModule(L.LightningModule):
 
     def _forward(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
         """The reference is the ground truth: it always runs in float32, outside any autocast, so
-        --precision bf16-mixed is judged against the original as released.
+        precision bf16-mixed is judged against the original as released.
 
-        With ``pad_to`` (--compile), a short batch (the last one, or one with skipped images) is
+        With ``pad_to`` (``run.compile``), a short batch (the last one, or one with skipped images) is
         padded with zero images to the full batch size and the padding's outputs dropped: one
         compiled graph serves the whole pass instead of a recompilation for the new shape. In eval
         mode every image's logits depend on that image alone (BatchNorm uses running statistics)."""
@@ -292,7 +292,7 @@ class EvalModule(L.LightningModule):
         ok = batch["ok"]
         if not bool(ok.all()):
             if not self.skip_bad_images:
-                raise BadInput(f"{batch['errors'][0]}; pass --skip-bad-images to count and skip bad images")
+                raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to count and skip bad images")
             self._bad_messages.extend(batch["errors"])
         labels = batch["label"][ok]
         index = batch["index"][ok]

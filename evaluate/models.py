@@ -1,8 +1,8 @@
 """What can be evaluated, each turned into a module that maps normalised pixels to logits.
 
 - a folder converted by cvt_port, through ``cvt_port.load_model`` (exact activation);
-- the same folder through the stock ``CvtForImageClassification`` (``--stock``: exact GELU);
-- an original release ``.pth`` through our reference implementation (``--reference``);
+- the same folder through the stock ``CvtForImageClassification`` (``stock``: exact GELU);
+- an original release ``.pth`` through our reference implementation (``reference``);
 - any other Hugging Face image-classification folder or Hub id (``AutoModelForImageClassification``).
 
 A folder must load cleanly, or the run stops before the first batch with one line (exit 2): a config.json
@@ -27,7 +27,7 @@ from cvt_port.conversion import read_original, reference_model
 from cvt_port.errors import BadInput, first_line
 from cvt_port.variants import Variant, get_variant
 
-from .plan import ModelKind
+from .plan import ModelKind, PlanError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -80,33 +80,35 @@ def inspect_folder(model: str) -> LoadedFolder:
     path = Path(model)
     if path.exists():
         if not path.is_dir():
-            raise BadInput(f"--model {model}: is a file; give a Hugging Face model folder (convert .pth files with cvt_port)")
+            raise PlanError("models.model", "is a file; give a Hugging Face model folder (convert .pth files with cvt_port)",
+                            model)
         if not (path / "config.json").is_file():
-            raise BadInput(f"--model {model}: no config.json; give a Hugging Face model folder")
+            raise PlanError("models.model", "no config.json; give a Hugging Face model folder", model)
         if not any((path / f).is_file() for f in WEIGHT_FILES):
-            raise BadInput(f"--model {model}: the folder has no weights (model.safetensors); convert or download it again")
+            raise PlanError("models.model", "the folder has no weights (model.safetensors); convert or download it again",
+                            model)
         return LoadedFolder(str(path), _read_config(path / "config.json", model), True)
     if model.count("/") != 1 or model.startswith((".", "/")):
-        raise BadInput(f"--model {model}: no such folder (and not a Hub id of the form org/name)")
+        raise PlanError("models.model", "no such folder (and not a Hub id of the form org/name)", model)
     try:
         from transformers import AutoConfig
 
         return LoadedFolder(model, AutoConfig.from_pretrained(model).to_dict(), False)
     except Exception as exc:  # offline, unknown repo, no access
-        raise BadInput(f"--model {model}: cannot read it from the Hub ({first_line(exc, 200)})") from None
+        raise PlanError("models.model", f"cannot read it from the Hub ({first_line(exc, 200)})", model) from None
 
 
 def _read_config(path: Path, model: str) -> dict:
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise BadInput(f"--model {model}: config.json is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                       f"{exc.colno}); convert or download the model again") from None
+        raise PlanError("models.model", f"config.json is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                        f"{exc.colno}); convert or download the model again", model) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"--model {model}: config.json cannot be read ({first_line(exc, 200)})") from None
+        raise PlanError("models.model", f"config.json cannot be read ({first_line(exc, 200)})", model) from None
     if not isinstance(config, dict):
-        raise BadInput(f"--model {model}: config.json holds a {type(config).__name__}, not a model config; "
-                       "convert or download the model again")
+        raise PlanError("models.model", f"config.json holds a {type(config).__name__}, not a model config; "
+                        "convert or download the model again", model)
     return config
 
 
@@ -117,7 +119,7 @@ def load_hf(folder: LoadedFolder, kind: ModelKind) -> nn.Module:
     from transformers import AutoModelForImageClassification, CvtForImageClassification
 
     if kind == "stock" and not folder.is_cvt:
-        raise BadInput(f"--stock: {folder.source} is a '{folder.config.get('model_type')}' model, not CvT")
+        raise PlanError("models.stock", f"{folder.source} is a '{folder.config.get('model_type')}' model, not CvT")
     model = _load_cleanly(CvtForImageClassification if kind in ("exact", "stock") else AutoModelForImageClassification,
                           folder, strict=kind in ("exact", "stock"))
     if kind == "exact":
@@ -157,8 +159,8 @@ def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
         try:
             model, info = cls.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
         except Exception as exc:  # SafetensorError (truncated), OSError, ValueError, RuntimeError...
-            raise BadInput(f"--model {source}: cannot load {weights} ({type(exc).__name__}: {first_line(exc, 200)}); "
-                           "convert or download the model again") from None
+            raise PlanError("models.model", f"cannot load {weights} ({first_line(exc, 200, typed=True)}); "
+                            "convert or download the model again", source) from None
 
     def more(items) -> str:
         return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
@@ -166,17 +168,17 @@ def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
     mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
     if mismatched:
         key, in_file, expected = mismatched[0]
-        raise BadInput(f"--model {source}: {weights} does not fit config.json: '{key}' is {list(in_file)} in the "
-                       f"weights, {list(expected)} by the config{more(mismatched)}; "
-                       "convert or download the model again")
+        raise PlanError("models.model", f"{weights} does not fit config.json: '{key}' is {list(in_file)} in the "
+                        f"weights, {list(expected)} by the config{more(mismatched)}; "
+                        "convert or download the model again", source)
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise BadInput(f"--model {source}: {weights} lacks '{missing[0]}'{more(missing)}: those weights would be "
-                       "random; convert or download the model again")
+        raise PlanError("models.model", f"{weights} lacks '{missing[0]}'{more(missing)}: those weights would be "
+                        "random; convert or download the model again", source)
     unexpected = sorted(info.get("unexpected_keys") or []) if strict else []
     if unexpected:
-        raise BadInput(f"--model {source}: {weights} holds '{unexpected[0]}'{more(unexpected)}, which a CvT of this "
-                       "config.json does not have; convert or download the model again")
+        raise PlanError("models.model", f"{weights} holds '{unexpected[0]}'{more(unexpected)}, which a CvT of this "
+                        "config.json does not have; convert or download the model again", source)
     return model
 
 
@@ -188,7 +190,7 @@ def load_reference(pth: str, variant: Variant | None) -> tuple[nn.Module, Varian
 
 
 def resolve_variant(config: str | None, folder: LoadedFolder | None) -> Variant | None:
-    """--config wins; else the variant cvt_port recorded when it converted the folder."""
+    """The plan's ``config`` wins; else the variant cvt_port recorded when it converted the folder."""
     if config:
         return get_variant(config)
     facts = folder.conversion_facts() if folder else None

@@ -8,12 +8,15 @@ Whether the files it names exist is found out when they are read, before the fir
 
 Errors name plan fields (``data.subset``) and values, not flags: the CLI maps fields to its flags
 (:data:`evaluate.cli.FLAGS`), so the same error reads naturally in Python and on the command line.
+A hint inside any one-line error names a field the same way ("use data.skip_bad_images") and the CLI
+shows it as its flag (:func:`name_fields`): the library never spells a flag.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -62,9 +65,19 @@ class ModelKind(_Choice):
     REFERENCE = "reference"  # an original release .pth through the reference implementation
 
 
+# a plan field named in a message: "data.labels_file", not a part of a path such as "a/data.source.txt"
+_FIELD_RE = re.compile(r"(?<![\w./\\-])((?:models|data|run|report)\.[a-z_]+)\b(?![/\\-]|\.\w)")
+
+
+def name_fields(text: str, name) -> str:
+    """``text`` with each plan field it names (``data.skip_bad_images``) shown as ``name(field)``."""
+    return _FIELD_RE.sub(lambda m: name(m.group(1)), text)
+
+
 class PlanError(BadInput):
     """A plan value that cannot be used (exit status 2). ``fields`` are plan field names
-    (``"data.subset"``), ``value`` the offending value (``None`` when several fields are meant)."""
+    (``"data.subset"``), ``value`` the offending value (``None`` when several fields are meant);
+    the message may name other fields too (``"use data.labels_file"``)."""
 
     def __init__(self, fields: str | tuple[str, ...], message: str, value: object = None):
         self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
@@ -74,7 +87,7 @@ class PlanError(BadInput):
     def render(self, name) -> str:
         """The message with each field shown as ``name(field)`` (the CLI passes its flag names)."""
         where = "/".join(name(f) for f in self.fields)
-        return f"{where}{'' if self.value is None else f' {self.value}'}: {self.message}"
+        return f"{where}{'' if self.value is None else f' {self.value}'}: {name_fields(self.message, name)}"
 
 
 @dataclass(frozen=True)

@@ -16,28 +16,14 @@ import sys
 from pathlib import Path
 
 from cvt_port.atomic import staged_dir
-from cvt_port.errors import BadInput
 from cvt_port.outputs import check_output_folder
+from cvt_port.provenance import library_versions
 
 from .gate import Check, gate_checks, verdict
+from .plan import PlanError
 from .real_labels import real_labels_for
 from .result import RunFacts
 from .stats import mcnemar_exact, wilson_interval
-
-
-def _versions() -> dict:
-    import lightning
-    import torch
-    import torchmetrics
-    import transformers
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lightning": lightning.__version__,
-        "torchmetrics": torchmetrics.__version__,
-    }
 
 
 def compare(rows, image_ids, a: str, b: str) -> dict:
@@ -94,7 +80,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         "images_per_second": _steady_rate(results, n),
         "pass_seconds": elapsed,
         "subset_sha256": run.subset_sha256,
-        "versions": _versions(),
+        "versions": library_versions("torch", "transformers", "lightning", "torchmetrics"),
         # beyond the flat core: where the figures came from, and every model side by side
         "recorded_top1": variant.reference_top1 if variant else None,
         "data": run.data,
@@ -195,26 +181,25 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
 def check_output(output: Path) -> None:
     """The folder a run's reports go to is the run's own, replaced as a whole: it must be new, empty or
     hold a previous run's files (reports, converted model folders), and not hold the current folder.
-    A one-line :class:`BadInput` otherwise; nothing is written here (a run can call it before its pass)."""
+    A one-line :class:`~evaluate.plan.PlanError` otherwise; nothing is written here (a run can call it before its pass)."""
     output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
-    where = f"--output {output}"
     if output.exists() and not output.is_dir():
-        raise BadInput(f"{where}: exists and is not a folder; give a folder for the reports")
+        raise PlanError("report.output", "exists and is not a folder; give a folder for the reports", output)
     cwd = Path.cwd().resolve()
     if output.resolve() == cwd or output.resolve() in cwd.parents:
-        raise BadInput(f"{where}: holds the current folder, but the reports' folder is replaced as a whole when the "
-                       "run ends; give a folder of its own")
+        raise PlanError("report.output", "holds the current folder, but the reports' folder is replaced as a whole "
+                        "when the run ends; give a folder of its own", output)
     if output.is_dir():
         foreign = next((p.name for p in sorted(output.iterdir()) if not _ours(p)), None)
         if foreign is not None:
-            raise BadInput(f"{where}: holds {foreign!r}, which is not a report or model folder of a previous run, and "
-                           "the reports' folder is replaced as a whole; give a new or empty folder")
+            raise PlanError("report.output", f"holds {foreign!r}, which is not a report or model folder of a previous "
+                            "run, and the reports' folder is replaced as a whole; give a new or empty folder", output)
     # a real write test: os.access says yes to root in an immutable folder or on a read-only mount
-    check_output_folder(output, "--output ")
+    check_output_folder(output, "report.output ")
 
 
 def _ours(entry: Path) -> bool:
-    """A report file, a converted model folder (the default demo writes one into --output), or a temporary
+    """A report file, a converted model folder (the default demo writes one into the output folder), or a temporary
     folder of ours."""
     if entry.name in REPORT_FILES or _OURS_HIDDEN.match(entry.name):
         return True

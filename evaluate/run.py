@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .candidates import build_candidates, tune_models
-from .inputs import build_transforms, check_label_range, num_classes, prepare_data
+from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
 from .plan import EvalPlan, PlanError
 from .preflight import check_shipped_data
@@ -30,14 +30,14 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     variant = resolve_variant(m.config, folder)
     if m.reference is not None and not Path(m.reference).exists():
         raise PlanError("models.reference", "no such file", m.reference)
-    inputs = prepare_data(d, folder.label2id)  # a bad data path is reported before any model is loaded
+    # a bad data path, or labels the model does not have, are reported before any model is loaded
+    inputs = prepare_data(d, folder.label2id, num_classes(folder, variant))
     check_shipped_data(s.image_id for s in inputs.samples)
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder)
     tune_models(candidates, r.attention, r.compile)
     n_classes = num_classes(folder, variant)
-    check_label_range(inputs.samples, n_classes)
 
     if r.cache_dir is not None:
         from .cache import open_cache
@@ -95,7 +95,7 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[st
 
     folder = inspect_folder(plan.models.model)
     variant = resolve_variant(plan.models.config, folder)
-    inputs = prepare_data(plan.data, folder.label2id)
+    inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
     transforms = build_transforms(plan.modes, variant, folder)
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images)

@@ -1,6 +1,6 @@
 """Which images an evaluation runs on, chosen reproducibly, and a fingerprint of that choice.
 
-A quick run on ``--subset N`` images must be comparable between machines and between the
+A quick run on a subset of N images (``data.subset``) must be comparable between machines and between the
 original and the converted model, so the choice depends only on (the samples, N, seed), and
 ``samples_sha256`` lets a report prove which images were used.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -128,6 +129,33 @@ def test_library_errors_speak_of_values_not_flags(digits, tmp_path):
     assert e.value.fields == ("models.reference",) and str(e.value) == f"models.reference {tmp_path / 'x.pth'}: no such file"
     with pytest.raises(BadInput):
         evaluate_model(model=digits, data=DATA, config=VARIANT, preprocessing="sharpest", **CPU)
+
+
+def test_the_cli_shows_the_fields_an_error_names_as_its_flags():
+    from evaluate.cli import flag
+    from evaluate.plan import name_fields
+
+    e = PlanError("data.source", "a flat folder needs a labels file: use data.labels_file", "/x/data.source")
+    assert str(e) == "data.source /x/data.source: a flat folder needs a labels file: use data.labels_file"
+    assert e.render(flag) == "--data /x/data.source: a flat folder needs a labels file: use --labels-file"
+    # a hint in any one-line error; a path that looks like a field is left as it is
+    assert name_fields("a.JPEG: cannot decode image; use data.skip_bad_images.", flag) == \
+        "a.JPEG: cannot decode image; use --skip-bad-images."
+    assert name_fields("report.output a/data.source.txt: no", flag) == "--output a/data.source.txt: no"
+
+
+def test_no_library_error_spells_a_flag():
+    """Errors raised outside the CLIs name plan fields, files, keys and values; the CLI maps fields to flags."""
+    spelled = []
+    for path in _sources():
+        if str(path.relative_to(REPO)) in CLI_MODULES or path.parts[-2] != "evaluate":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) or (isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)):  # raises and message constants
+                spelled += [f"{path.name}:{c.lineno}" for c in ast.walk(node) if isinstance(c, ast.Constant)
+                            and isinstance(c.value, str) and re.search(r"(^|\s)--[a-z]", c.value)]
+    assert spelled == []
 
 
 # -- the layout the API sits in -------------------------------------------------------------------

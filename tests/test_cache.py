@@ -224,7 +224,7 @@ def test_an_interrupted_build_leaves_no_cache(data, tmp_path):
 def test_a_bad_image_fails_the_build_unless_skipped(data, tmp_path):
     target = tmp_path / "cache"
     release = {"release": ReleaseTransform(get_variant("cvt-13-224").preprocessing)}
-    with pytest.raises(BadInput, match=r"ILSVRC2012_val_00000011.JPEG: cannot decode image .*--skip-bad-images"):
+    with pytest.raises(BadInput, match=r"ILSVRC2012_val_00000011.JPEG: cannot decode image .*data.skip_bad_images"):
         build_cache(target, data, data.samples, release, num_workers=0, progress=False)
     assert list(tmp_path.iterdir()) == []
 

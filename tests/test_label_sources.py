@@ -109,8 +109,13 @@ def test_integer_labels_without_a_stated_numbering_are_bad_input(flat_with_numbe
     with pytest.raises(BadInput) as e:
         discover(root / "imgs", labels_file=root / "gt.txt")
     msg = str(e.value)
-    assert "\n" not in msg and "gt.txt line 1" in msg and "--label-numbering index0" in msg
-    assert "--label-numbering devkit --devkit-map" in msg
+    assert "\n" not in msg and "gt.txt line 1" in msg and "data.label_numbering index0" in msg
+    assert "data.label_numbering devkit with data.devkit_map" in msg
+    from evaluate.cli import flag
+    from evaluate.plan import name_fields
+
+    shown = name_fields(msg, flag)  # on the command line the hint names the flags
+    assert "--label-numbering index0" in shown and "--label-numbering devkit with --devkit-map FILE" in shown
 
 
 def test_index0_numbering(flat_with_numbers):
@@ -144,8 +149,8 @@ def test_bad_numbering_arguments_and_maps(flat_with_numbers):
             discover(root / "imgs", labels_file=root / "gt.txt", **kw)
         assert "\n" not in str(e.value)
 
-    bad("needs --devkit-map FILE", label_numbering="devkit")
-    bad("only used with --label-numbering devkit", label_numbering="index0", devkit_map=root / "x.txt")
+    bad("needs data.devkit_map FILE", label_numbering="devkit")
+    bad("only used with data.label_numbering devkit", label_numbering="index0", devkit_map=root / "x.txt")
     bad("choose one of index0, devkit", label_numbering="one-based")
     (root / "short.txt").write_text("".join(f"{k + 1} {w}\n" for k, w in enumerate(table[:999])))
     bad("short.txt: has 999 classes", label_numbering="devkit", devkit_map=root / "short.txt")
@@ -177,7 +182,7 @@ def test_the_cli_flags_reach_discover(flat_with_numbers):
     def data_spec(argv):
         return plan_parts(build_parser().parse_args(argv))[1]
 
-    with pytest.raises(BadInput, match="--label-numbering index0"):
+    with pytest.raises(BadInput, match="data.label_numbering index0"):
         prepare_data(data_spec(flags), None)
     inputs = prepare_data(data_spec([*flags, "--label-numbering", "devkit", "--devkit-map", str(root / "map.txt")]), None)
     assert [s.label for s in inputs.samples] == [WNIDS.index(fake_devkit_table()[values[n - 1] - 1]) for n in numbers]

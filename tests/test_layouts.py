@@ -128,9 +128,15 @@ def test_imagefolder_unknown_folder_is_bad_input(tmp_path):
 
 
 def test_wnid_folder_outside_the_models_classes_is_bad_input(tmp_path):
+    from evaluate.inputs import prepare_data
+    from evaluate.plan import DataSpec, PlanError
+
     make_imagefolder(tmp_path, [SUBSET[5]], per_class=1)
-    with pytest.raises(BadInput, match="500.*10 classes"):
-        discover(tmp_path, label2id={str(i): i for i in range(10)})
+    spec = DataSpec(source=str(tmp_path))
+    with pytest.raises(PlanError, match="500.*10 classes") as e:
+        prepare_data(spec, {str(i): i for i in range(10)}, 10)
+    assert e.value.fields == ("data.source",)
+    assert len(prepare_data(spec, None, 1000).samples) == 1  # within a 1000-class model's outputs
 
 
 # --------------------------------------------------------------------------- flat
@@ -245,7 +251,7 @@ def test_datasets_save_to_disk_dict_with_classlabel(tmp_path):
     ]
     _check_pixels(src, ds)
     assert len(discover(tmp_path / "saved", split="train").samples) == 1
-    with pytest.raises(BadInput, match="no split 'test'"):
+    with pytest.raises(BadInput, match="split test: no such split"):
         discover(tmp_path / "saved", split="test")
 
 
@@ -290,7 +296,7 @@ def test_dataset_columns_given_explicitly_and_missing(tmp_path):
     ds.save_to_disk(str(tmp_path / "d"))
     src = discover(tmp_path / "d", label_column="target")
     assert src.image_column == "picture" and [s.label for s in src.samples] == [3, 4]
-    with pytest.raises(BadInput, match="--label-column nope"):
+    with pytest.raises(BadInput, match="data.label_column nope: no such column"):
         discover(tmp_path / "d", label_column="nope")
 
 
