@@ -77,16 +77,46 @@ def run_plan(plan: EvalPlan) -> EvalResult:
             and results["models"][primary].count == variant.reference.get("num_samples"))
     record = build_record(results=results, primary=primary, reference=reference, run=facts,
                           variant=variant, image_ids=image_ids, full=full)
-    output = None
-    if trainer.is_global_zero and plan.report.output is not None:
-        output = Path(plan.report.output)
-        class_names = [folder.config.get("id2label", {}).get(str(i), str(i)) for i in range(n_classes)]
-        write_reports(output, record, results, image_ids, primary, reference, class_names)
-    if trainer.is_global_zero and plan.report.summary:
-        print_summary(record, output if output is not None else Path("-"))
+    output = Path(plan.report.output) if plan.report.output is not None else None
+
+    def report() -> None:
+        if output is not None:
+            class_names = [folder.config.get("id2label", {}).get(str(i), str(i)) for i in range(n_classes)]
+            write_reports(output, record, results, image_ids, primary, reference, class_names)
+        if plan.report.summary:
+            print_summary(record, output if output is not None else Path("-"))
+
+    on_rank_zero_then_together(trainer.is_global_zero, report)
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
                         for idx, label, top in results["rows"])
     return EvalResult(record, predictions, primary, reference, output)
+
+
+def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
+    """Rank 0 writes the reports; every other rank waits for its outcome and ends the same way. Launchers such
+    as torchrun stop every process as soon as one exits with a non-zero status (a failed or not-made gate is
+    one), so no rank may exit before rank 0 has written; and an error while writing is every rank's error."""
+    import torch.distributed as dist
+
+    from cvt_port.errors import BadInput, first_line
+
+    error = None
+    if is_global_zero:
+        try:
+            work()
+        except BadInput as exc:
+            error = ("bad input", str(exc))
+        except Exception as exc:
+            error = ("internal", f"rank 0 could not write the reports: {type(exc).__name__}: {first_line(exc)}")
+            if not (dist.is_available() and dist.is_initialized()):
+                raise
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        kind, message = error
+        raise BadInput(message) if kind == "bad input" else RuntimeError(message)
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
