@@ -115,8 +115,9 @@ class HFTransform:
 
     mode = "hf"
 
-    def __init__(self, image_processor):
+    def __init__(self, image_processor, code_from: str = "transformers"):
         self.image_processor = image_processor
+        self.code_from = code_from
         self.normalization = hf_normalization(image_processor)
         probe = Image.new("RGB", (320, 240), (128, 64, 32))
         self.output_shape = tuple(self(probe).shape)
@@ -134,6 +135,11 @@ class HFTransform:
         if x.ndim != 3 or x.shape[0] != 3:
             raise ValueError(f"{type(self.image_processor).__name__} gave shape {tuple(x.shape)}, expected (3, H, W)")
         return x.contiguous()
+
+    def describe(self) -> dict:
+        """What report.json records: the processor's class, backend ("pil", "torchvision") and code's origin."""
+        return {"class": type(self.image_processor).__name__,
+                "backend": getattr(self.image_processor, "backend", None), "code_from": self.code_from}
 
     def __repr__(self) -> str:
         return f"HFTransform({type(self.image_processor).__name__})"
