@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from imagegen import synthetic_image
+from imagegen import synthetic_image, write_photo_like_set
 from PIL import Image
 
 import cvt_port
@@ -52,8 +52,14 @@ def folder(request, tmp_path_factory):
     return out, model, variant
 
 
+@pytest.fixture(scope="module")
+def photo_like(tmp_path_factory) -> list[Image.Image]:
+    """tests/imagegen's 100 generated photo-like files (ImageNet's sizes, every colour mode), decoded."""
+    return [Image.open(p) for p in write_photo_like_set(tmp_path_factory.mktemp("photo-like"))]
+
+
 def photos(n_synthetic: int = len(SIZES)) -> list[Image.Image]:
-    """Real ImageNet photos when the shared sample is there, generated photo-like images always."""
+    """Real ImageNet photos when the shared sample is there, generated images of tie-making sizes always."""
     imgs = [synthetic_image(size, "RGB", seed=i) for i, size in enumerate(SIZES[:n_synthetic])]
     if PHOTOS.is_dir():
         imgs += [Image.open(p) for p in sorted(PHOTOS.glob("*/*.JPEG"))]
@@ -125,14 +131,14 @@ def test_without_remote_code_the_stock_classes_load_and_drift(folder):
     assert type(processor).__name__.startswith("ConvNextImageProcessor")
 
 
-def test_auto_image_processor_with_remote_code_is_the_release_protocol(folder):
+def test_auto_image_processor_with_remote_code_is_the_release_protocol(folder, photo_like):
     from transformers import AutoImageProcessor
 
     out, _, variant = folder
     processor = AutoImageProcessor.from_pretrained(out, trust_remote_code=True)
     assert type(processor).__name__ == "CvtPortImageProcessor" and processor.backend == "pil"
     assert not type(processor).__module__.startswith("cvt_port")
-    imgs = photos() + [synthetic_image(size, mode, seed=7) for mode in ODD_MODES for size in SIZES[:3]]
+    imgs = photos() + photo_like + [synthetic_image(size, mode, seed=7) for mode in ODD_MODES for size in SIZES[:3]]
     for img in imgs:
         got = processor(img, return_tensors="pt")["pixel_values"][0]
         assert got.dtype == torch.float32
