@@ -50,6 +50,35 @@ def card_data(facts: dict, variant: Variant):
     )
 
 
+def loading_recipe(parity: dict) -> str:
+    """The card's "how to load" section (issue 14): the exact recipe first, then what the stock path costs.
+    Kept apart from the rest of the card so the card's layout can move without touching it."""
+    return f"""## How to load: `trust_remote_code=True`
+
+This folder carries its own model class and image processor (`modeling_cvt_port.py`,
+`image_processing_cvt_port.py`, named in `auto_map`). Load them for exact results:
+
+```python
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+model = AutoModelForImageClassification.from_pretrained("path/to/this/folder", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("path/to/this/folder", trust_remote_code=True)
+classify = pipeline("image-classification", model="path/to/this/folder", trust_remote_code=True)
+```
+
+The model computes what the original computed (QuickGELU; max abs logit difference
+{parity['max_abs_logit_diff']:.3g} on the probe batch); the processor is the release's evaluation
+preprocessing exactly (PIL only, centre crop rounded as the release did, any colour mode converted to RGB).
+
+Without `trust_remote_code` the stock classes load this folder with no error, at a cost: the stock
+`CvtForImageClassification` computes exact GELU and drifts from the original by
+**{parity['stock_gelu_max_abs_logit_diff']:.3g}** in max abs logit on the probe batch (top-1 agreement
+{100 * parity['stock_gelu_top1_agreement']:.0f}% there); the stock ConvNeXt processor crops one pixel off
+the release's centre on some images, uses torchvision's resize when torchvision is installed, and
+rejects grey-level images.
+"""
+
+
 def card_body(facts: dict) -> str:
     """The parity certificate (the figures of ``conversion.json``) and how to load the folder exactly."""
     p, s, v, pre = facts["parity"], facts["source"], facts["variant"], facts["preprocessing"]
@@ -68,6 +97,7 @@ against a reference implementation of the original model before it was saved. Th
 parity only: accuracy on ImageNet is measured by `python -m evaluate`, which adds its results to this
 card when its release gate passes.
 
+{loading_recipe(p)}
 ## Parity certificate
 
 | fact | value |

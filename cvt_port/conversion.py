@@ -185,6 +185,20 @@ def measure_parity(reference, hf, x: torch.Tensor) -> dict:
     }
 
 
+def write_remote_code(folder: Path) -> None:
+    """Copy the package's remote-code files (:mod:`cvt_port.remote`) into ``folder`` and name them in
+    ``preprocessor_config.json``'s ``auto_map`` (config.json's comes from :func:`cvt_port.hf.hf_config`).
+    The stock keys stay as they are, so loading without ``trust_remote_code`` keeps the stock classes."""
+    from . import remote
+
+    for name in remote.REMOTE_FILES:
+        shutil.copyfile(remote.HERE / name, folder / name)
+    path = folder / "preprocessor_config.json"
+    settings = json.loads(path.read_text())
+    settings["auto_map"] = dict(remote.PROCESSOR_AUTO_MAP)
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -266,6 +280,7 @@ def convert(
         hf.config.dtype = hf.dtype  # as save_pretrained records it: the config.json it writes (tests compare)
         hf.config.save_pretrained(tmp)
         hf_side.make_image_processor(chosen).save_pretrained(tmp)
+        write_remote_code(tmp)
         facts["wall_time_s"] = round(time.perf_counter() - t0, 3)
         facts["peak_rss_mib"] = peak_rss_mib()
         (tmp / "conversion.json").write_text(json.dumps(facts, indent=2) + "\n")

@@ -2,9 +2,12 @@
 
 Stock ``CvtForImageClassification`` hard-codes exact (erf) GELU; the released weights were
 trained with QuickGELU (spec section 2). We record ``hidden_act: quick_gelu`` in the saved
-config (an extra field the stock class keeps but ignores) and ``load_model`` puts
-transformers' own ``QuickGELUActivation`` in place, so the loaded model computes what the
-original computed while the stock class can still load the very same folder.
+config (an extra field the stock class keeps but ignores) and ``load_model`` loads the folder into
+:class:`~cvt_port.remote.modeling_cvt_port.CvtPortForImageClassification`, which puts transformers'
+own ``QuickGELUActivation`` in place, so the loaded model computes what the original computed while
+the stock class can still load the very same folder. That class and the release image processor
+live in :mod:`cvt_port.remote`, whose files every converted folder also carries (``auto_map``), so
+``trust_remote_code=True`` users run this very code.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import CvtConfig, CvtForImageClassification
-from transformers.activations import ACT2FN
 from transformers.models.cvt.modeling_cvt import CvtIntermediate
 
+from .remote import MODEL_AUTO_MAP, PROCESSOR_AUTO_MAP
+from .remote.image_processing_cvt_port import CvtPortImageProcessor
+from .remote.modeling_cvt_port import CvtPortForImageClassification, apply_config_activation, set_activation
 from .variants import INTERPOLATIONS, Variant
+
+__all__ = [
+    "CvtPortForImageClassification", "CvtPortImageProcessor", "apply_config_activation", "set_activation",
+    "hf_config", "build_hf_model", "load_model", "make_image_processor", "make_release_processor",
+    "MODEL_AUTO_MAP", "PROCESSOR_AUTO_MAP",
+]
 
 
 def hf_config(variant: Variant) -> CvtConfig:
@@ -52,34 +63,22 @@ def hf_config(variant: Variant) -> CvtConfig:
         label2id={name: i for i, name in enumerate(names)},
         hidden_act=a.activation,
         architectures=["CvtForImageClassification"],
+        auto_map=dict(MODEL_AUTO_MAP),
     )
 
 
 def build_hf_model(config: CvtConfig, device: str | torch.device = "cpu") -> CvtForImageClassification:
+    """A fresh model of ``config`` computing the activation the config names."""
     with torch.device(device):
-        model = CvtForImageClassification(config)
-    return apply_config_activation(model).eval()
-
-
-def set_activation(model: CvtForImageClassification, name: str) -> CvtForImageClassification:
-    """Put activation ``name`` ("quick_gelu" or "gelu") in every MLP of the model, in place."""
-    act = ACT2FN[name]
-    for layer_module in model.modules():
-        if isinstance(layer_module, CvtIntermediate):
-            layer_module.activation = act
-    return model
+        model = CvtPortForImageClassification(config)
+    return model.eval()
 
 
 def load_model(path: str | Path, **from_pretrained_kwargs) -> CvtForImageClassification:
     """A converted folder (or Hub id) as a ``CvtForImageClassification`` in eval mode that
     computes exactly what the original computed (the activation recorded in its config)."""
-    model = CvtForImageClassification.from_pretrained(str(path), **from_pretrained_kwargs)
-    return apply_config_activation(model).eval()
-
-
-def apply_config_activation(model: CvtForImageClassification) -> CvtForImageClassification:
-    """The activation the config records (``hidden_act``); stock GELU when it records none."""
-    return set_activation(model, getattr(model.config, "hidden_act", None) or "gelu")
+    model = CvtPortForImageClassification.from_pretrained(str(path), **from_pretrained_kwargs)
+    return model.eval()
 
 
 @contextmanager
@@ -113,6 +112,15 @@ def make_image_processor(variant: Variant):
         if p.resize == "warp" and p.img_size < 384:
             return ViTImageProcessor(size={"height": p.img_size, "width": p.img_size}, **common)
         return ConvNextImageProcessor(size={"shortest_edge": p.img_size}, crop_pct=p.crop_pct, **common)
+
+
+def make_release_processor(variant: Variant) -> CvtPortImageProcessor:
+    """The release protocol as an image processor, from the very settings the stock processor of
+    :func:`make_image_processor` writes (so one preprocessor_config.json serves both)."""
+    stock = make_image_processor(variant).to_dict()
+    keys = ("do_resize", "size", "crop_pct", "resample", "do_rescale", "rescale_factor", "do_normalize",
+            "image_mean", "image_std")
+    return CvtPortImageProcessor(**{k: stock[k] for k in keys if stock.get(k) is not None})
 
 
 def gelu_module_names(model: nn.Module) -> set[str]:

@@ -39,6 +39,7 @@ def evaluate_model(
     reference: str | Path | None = None,
     stock: bool = False,
     with_stock: bool = False,
+    trust_remote_code: bool = False,
     labels_file: str | Path | None = None,
     split: str = "validation",
     image_column: str | None = None,
@@ -65,7 +66,8 @@ def evaluate_model(
     unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``."""
     return run_plan(EvalPlan(
         models=ModelSpec(model=str(model), config=None if config is None else str(config),
-                         reference=_path(reference), stock=stock, with_stock=with_stock),
+                         reference=_path(reference), stock=stock, with_stock=with_stock,
+                         trust_remote_code=trust_remote_code),
         data=DataSpec(source=str(data), labels_file=_path(labels_file), split=split, image_column=image_column,
                       label_column=label_column, subset=subset, seed=seed, subset_file=_path(subset_file),
                       preprocessing=_preprocessing(preprocessing), skip_bad_images=skip_bad_images),

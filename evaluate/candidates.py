@@ -46,7 +46,7 @@ def build_candidates(spec: ModelSpec, modes: tuple[Mode, ...], folder: LoadedFol
         kind, primary = ModelKind.EXACT, "converted"
     else:
         kind, primary = ModelKind.AUTO, "model"
-    primary_module = load_hf(folder, kind)
+    primary_module = load_hf(folder, kind, trust_remote_code=spec.trust_remote_code)
     models.insert(0, Candidate(primary, kind, primary_module, base_mode))
     if Mode.HF in modes[1:]:
         models.append(Candidate(f"{primary} (hf)", kind, primary_module, Mode.HF.value))

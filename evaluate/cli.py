@@ -27,6 +27,7 @@ PROGRAM = "python -m evaluate"
 FLAGS = {
     "models.model": "--model", "models.config": "--config", "models.reference": "--reference",
     "models.stock": "--stock", "models.with_stock": "--with-stock",
+    "models.trust_remote_code": "--trust-remote-code",
     "data.source": "--data", "data.labels_file": "--labels-file", "data.split": "--split",
     "data.image_column": "--image-column", "data.label_column": "--label-column",
     "data.label_numbering": "--label-numbering", "data.devkit_map": "--devkit-map", "data.subset": "--subset",
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stock", action="store_true", help="load --model with the stock CvtForImageClassification (exact "
                    "GELU) instead of cvt_port.load_model (QuickGELU, as the original)")
     g.add_argument("--with-stock", action="store_true", help="also evaluate the stock class as an extra row")
+    g.add_argument("--trust-remote-code", action="store_true", help="let a model folder or Hub repository run its "
+                   "own code (auto_map) for its model and image processor; without it, never (stock classes). A folder "
+                   "cvt_port wrote is served by cvt_port's own classes (its files' hashes are checked), not its copy")
     g.add_argument("--reference", metavar="PTH", help="original release .pth: evaluated through the reference "
                    "implementation on the very same batches, and compared image by image")
     d = p.add_argument_group("data")
@@ -130,7 +134,7 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
     path = lambda v: None if v is None else Path(v)  # noqa: E731
     return (
         ModelSpec(model=args.model, config=args.config, reference=path(args.reference), stock=args.stock,
-                  with_stock=args.with_stock),
+                  with_stock=args.with_stock, trust_remote_code=args.trust_remote_code),
         DataSpec(source=args.data, labels_file=path(args.labels_file), split=args.split,
                  image_column=args.image_column, label_column=args.label_column,
                  label_numbering=args.label_numbering, devkit_map=path(args.devkit_map), subset=args.subset, seed=args.seed,

@@ -112,20 +112,21 @@ def _read_config(path: Path, model: str) -> dict:
     return config
 
 
-def load_hf(folder: LoadedFolder, kind: ModelKind) -> nn.Module:
-    """kind "exact": the activation the folder records (what cvt_port.load_model gives); "stock": stock
-    CvtForImageClassification (exact GELU); "auto": AutoModelForImageClassification. Loaded cleanly or
-    BadInput (see the module docstring)."""
+def load_hf(folder: LoadedFolder, kind: ModelKind, trust_remote_code: bool = False) -> nn.Module:
+    """kind "exact": the activation the folder records (cvt_port's own CvtPortForImageClassification, what
+    cvt_port.load_model gives; the folder's copy of it is never run); "stock": stock CvtForImageClassification
+    (exact GELU); "auto": AutoModelForImageClassification, running the folder's own code (auto_map) only with
+    ``trust_remote_code``. Loaded cleanly or BadInput (see the module docstring)."""
     from transformers import AutoModelForImageClassification, CvtForImageClassification
+
+    from cvt_port.hf import CvtPortForImageClassification
 
     if kind == "stock" and not folder.is_cvt:
         raise PlanError("models.stock", f"{folder.source} is a '{folder.config.get('model_type')}' model, not CvT")
-    model = _load_cleanly(CvtForImageClassification if kind in ("exact", "stock") else AutoModelForImageClassification,
-                          folder, strict=kind in ("exact", "stock"))
-    if kind == "exact":
-        from cvt_port.hf import apply_config_activation
-
-        model = apply_config_activation(model)
+    cls = {"exact": CvtPortForImageClassification, "stock": CvtForImageClassification}.get(
+        kind, AutoModelForImageClassification)
+    extra = {} if kind in ("exact", "stock") else {"trust_remote_code": bool(trust_remote_code)}
+    model = _load_cleanly(cls, folder, strict=kind in ("exact", "stock"), **extra)
     return Logits(model.eval())
 
 
@@ -147,7 +148,7 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
+def _load_cleanly(cls, folder: LoadedFolder, strict: bool, **from_pretrained_kwargs) -> nn.Module:
     """``cls.from_pretrained`` that accepts only a complete load: every weight read, of the shape the config
     describes (mismatches are collected, not raised mid-report, so the line can name the first one), none
     missing; for CvT (``strict``) nothing unexpected either. Any other failure to load is one line too."""
@@ -157,8 +158,13 @@ def _load_cleanly(cls, folder: LoadedFolder, strict: bool) -> nn.Module:
         weights = next((f for f in WEIGHT_FILES if (Path(source) / f).is_file()), weights)
     with _quiet_loading():
         try:
-            model, info = cls.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True)
+            model, info = cls.from_pretrained(source, output_loading_info=True, ignore_mismatched_sizes=True,
+                                              **from_pretrained_kwargs)
         except Exception as exc:  # SafetensorError (truncated), OSError, ValueError, RuntimeError...
+            if from_pretrained_kwargs.get("trust_remote_code") is False and "auto_map" in folder.config:
+                raise PlanError("models.model", f"cannot load it without running its own code (auto_map; "
+                                f"{first_line(exc, 160, typed=True)}); use models.trust_remote_code if you trust it",
+                                source) from None
             raise PlanError("models.model", f"cannot load {weights} ({first_line(exc, 200, typed=True)}); "
                             "convert or download the model again", source) from None
 

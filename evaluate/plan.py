@@ -99,6 +99,9 @@ class ModelSpec:
     reference: Path | None = None  # original release .pth, run on the same batches
     stock: bool = False  # the primary model through the stock class (exact GELU)
     with_stock: bool = False  # the stock class as an extra row
+    # run code that comes with a model folder or Hub repository (auto_map); a folder cvt_port wrote is served by
+    # the package's own classes instead of its copy (cvt_port.remote.is_package_copy)
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The two preprocessing modes the harness can evaluate with, and the normalisation they share.
 
 * ``release``: :class:`ReleaseTransform` reproduces the original release's evaluation
-  (spec section 5: torchvision transforms on PIL images) with PIL alone, rule for rule.
+  (spec section 5: torchvision transforms on PIL images) with PIL alone, rule for rule; the rules are
+  :mod:`cvt_port.remote.image_processing_cvt_port`'s, the processor converted folders carry.
 * ``hf``: :class:`HFTransform` runs a model folder's own Hugging Face image processor, which
   is what users of the converted model get. At 224 it crops at floor((H - 224) / 2) where the
   release rounds half to even, so a few images are shifted by one pixel (spec section 5).
@@ -20,13 +21,21 @@ differ only in geometry.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
+# The release's rules live once, in the image processor every converted folder carries.
+from cvt_port.remote.image_processing_cvt_port import (  # noqa: F401 (re-exported)
+    center_crop_box,
+    check_geometry,
+    normalize,
+    release_geometry,
+    shorter_side_size,
+    to_rgb,
+    to_uint8_chw,
+)
 from cvt_port.variants import INTERPOLATIONS, Preprocessing
 
 RESAMPLE = {name: Image.Resampling(code) for name, code in INTERPOLATIONS.items()}  # names: cvt_port.variants
@@ -45,20 +54,6 @@ class Normalization:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return normalize(batch, self.mean, self.std, self.scale)
-
-
-def normalize(batch: torch.Tensor, mean, std, scale: float = 1.0 / 255.0) -> torch.Tensor:
-    """float32 ``(x * scale - mean) / std`` of a uint8 (B, 3, H, W) or (3, H, W) tensor, on its device.
-
-    With the default scale it divides by 255 (as torchvision's ``ToTensor`` did) rather than
-    multiplying by 1/255, so release-mode inputs match the release to the last bit.
-    """
-    x = batch.to(torch.float32)
-    x = x.div(255.0) if abs(scale - 1.0 / 255.0) < 1e-12 else x.mul(float(scale))
-    shape = (-1, 1, 1)
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(shape)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(shape)
-    return x.sub(m).div(s)
 
 
 def release_normalization(pre: Preprocessing) -> Normalization:
@@ -82,42 +77,6 @@ def _triple(v) -> tuple[float, float, float]:
     return tuple(float(x) for x in v)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """PIL's ``convert("RGB")`` (see the module docstring for what it does to each mode)."""
-    if img.mode == "RGB":
-        return img
-    with warnings.catch_warnings():
-        # "Palette images with Transparency expressed in bytes should be converted to RGBA":
-        # we drop transparency on purpose, as the release did.
-        warnings.simplefilter("ignore", UserWarning)
-        return img.convert("RGB")
-
-
-def to_uint8_chw(img: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a contiguous uint8 (3, H, W) tensor."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def shorter_side_size(width: int, height: int, short: int) -> tuple[int, int]:
-    """(w, h) after torchvision's ``Resize(short)``: shorter side ``short``, longer side
-    ``int(short * long / short_side)`` (truncated), aspect ratio otherwise kept."""
-    if width <= height:
-        return short, int(short * height / width)
-    return int(short * width / height), short
-
-
-def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
-    """torchvision's ``CenterCrop(size)`` box: offsets ``int(round((H - size) / 2.0))`` and
-    ``int(round((W - size) / 2.0))`` with Python's round (halves to even)."""
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return left, top, left + size, top + size
-
-
 # --------------------------------------------------------------------------- the two modes
 
 
@@ -131,23 +90,15 @@ class ReleaseTransform:
             raise ValueError(f"unknown resize rule {pre.resize!r}")
         if pre.interpolation not in RESAMPLE:
             raise ValueError(f"unknown interpolation {pre.interpolation!r}")
-        if pre.resize == "shorter_side_then_center_crop" and int(pre.img_size / pre.crop_pct) < pre.img_size:
-            raise ValueError(f"crop_pct {pre.crop_pct} > 1 would crop outside the image")
+        check_geometry(pre.resize, (pre.img_size, pre.img_size), pre.crop_pct)
         self.pre = pre
         self.normalization = release_normalization(pre)
         self.output_shape = (3, pre.img_size, pre.img_size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        pre, resample = self.pre, RESAMPLE[self.pre.interpolation]
-        img = to_rgb(img)
-        size = pre.img_size
-        if pre.resize == "warp":
-            img = img.resize((size, size), resample)
-        else:
-            w, h = shorter_side_size(img.width, img.height, int(size / pre.crop_pct))
-            img = img.resize((w, h), resample)
-            img = img.crop(center_crop_box(w, h, size))
-        return to_uint8_chw(img)
+        pre = self.pre
+        size = (pre.img_size, pre.img_size)
+        return to_uint8_chw(release_geometry(img, pre.resize, size, pre.crop_pct, RESAMPLE[pre.interpolation]))
 
     def __repr__(self) -> str:
         return f"ReleaseTransform({self.pre})"
@@ -164,8 +115,9 @@ class HFTransform:
 
     mode = "hf"
 
-    def __init__(self, image_processor):
+    def __init__(self, image_processor, code_from: str = "transformers"):
         self.image_processor = image_processor
+        self.code_from = code_from
         self.normalization = hf_normalization(image_processor)
         probe = Image.new("RGB", (320, 240), (128, 64, 32))
         self.output_shape = tuple(self(probe).shape)
@@ -183,6 +135,11 @@ class HFTransform:
         if x.ndim != 3 or x.shape[0] != 3:
             raise ValueError(f"{type(self.image_processor).__name__} gave shape {tuple(x.shape)}, expected (3, H, W)")
         return x.contiguous()
+
+    def describe(self) -> dict:
+        """What report.json records: the processor's class, backend ("pil", "torchvision") and code's origin."""
+        return {"class": type(self.image_processor).__name__,
+                "backend": getattr(self.image_processor, "backend", None), "code_from": self.code_from}
 
     def __repr__(self) -> str:
         return f"HFTransform({type(self.image_processor).__name__})"

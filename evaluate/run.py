@@ -35,7 +35,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     check_shipped_data(s.image_id for s in inputs.samples)
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
-    transforms = build_transforms(plan.modes, variant, folder)
+    transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
     tune_models(candidates, r.attention, r.compile)
     n_classes = num_classes(folder, variant)
 
@@ -77,6 +77,8 @@ def run_plan(plan: EvalPlan) -> EvalResult:
             and results["models"][primary].count == variant.reference.get("num_samples"))
     record = build_record(results=results, primary=primary, reference=reference, run=facts,
                           variant=variant, image_ids=image_ids, full=full)
+    hf_transform = transforms.get("hf")
+    record["image_processor"] = hf_transform.describe() if hf_transform is not None else None
     output = Path(plan.report.output) if plan.report.output is not None else None
 
     def report() -> None:
@@ -126,7 +128,7 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[st
     folder = inspect_folder(plan.models.model)
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
-    transforms = build_transforms(plan.modes, variant, folder)
+    transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images)
     return out, len(inputs.samples), list(transforms)

@@ -25,7 +25,8 @@ def converted(cvt13_checkpoint, tmp_path_factory):
 def test_folder_holds_everything(converted):
     out, _ = converted
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "conversion.json", "model.safetensors", "preprocessor_config.json"
+        "README.md", "config.json", "conversion.json", "image_processing_cvt_port.py", "model.safetensors",
+        "modeling_cvt_port.py", "preprocessor_config.json"
     ]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
@@ -34,7 +35,9 @@ def test_weights_and_config_are_what_save_pretrained_writes(converted, tmp_path)
     """convert() writes model.safetensors itself (while transformers imports) and config.json from
     the config: both byte for byte what CvtForImageClassification.save_pretrained writes."""
     out, _ = converted
-    cvt_port.load_model(out).save_pretrained(tmp_path)
+    from transformers import CvtForImageClassification
+
+    CvtForImageClassification.from_pretrained(out).save_pretrained(tmp_path)
     for name in ("model.safetensors", "config.json"):
         assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
