@@ -110,7 +110,9 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
     facts = hardware_facts(trainer.strategy.root_device)
     facts["sdpa_backend"] = None
     if attention == "sdpa":
-        dims, heads = config.get("embed_dim") or [64], config.get("num_heads") or [1]
+        dims, heads = config.get("embed_dim"), config.get("num_heads")
+        if not (isinstance(dims, list) and isinstance(heads, list) and dims and heads):  # not a CvT config
+            dims, heads = [64], [1]
         side = (img_size or 224) // 4
         facts["sdpa_backend"] = sdpa_backend(trainer.strategy.root_device, dtype or torch.float32,
                                              head_dim=dims[0] // heads[0], heads=heads[0], q_len=side * side,
