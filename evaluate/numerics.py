@@ -48,7 +48,7 @@ def override_warnings(overrides: Mapping[str, str], tf32: bool) -> list[str]:
         lines.append("warning: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE is set: matmuls run in TF32 on the GPU, the original's "
                      "too (recorded in report.json); unset it for IEEE float32")
     if tf32 and overrides.get("NVIDIA_TF32_OVERRIDE", "").strip() == "0":
-        lines.append("warning: NVIDIA_TF32_OVERRIDE=0 disables the TF32 that --tf32 asks for (recorded in report.json)")
+        lines.append("warning: NVIDIA_TF32_OVERRIDE=0 disables the TF32 this run asks for (recorded in report.json)")
     return lines
 
 
