@@ -59,6 +59,7 @@ def evaluate_model(
     cache_dir: str | Path | None = None,
     attention: str = "einsum",
     compile: bool = False,
+    tf32: bool = False,
     output: str | Path | None = None,
     summary: bool = False,
 ) -> EvalResult:
@@ -73,7 +74,8 @@ def evaluate_model(
                       preprocessing=_preprocessing(preprocessing), skip_bad_images=skip_bad_images),
         run=RunSpec(batch_size=batch_size, num_workers=default_num_workers() if num_workers is None else num_workers,
                     accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                    precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile),
+                    precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile,
+                    tf32=tf32),
         report=ReportSpec(output=_path(output), summary=summary),
     ))
 

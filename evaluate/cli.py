@@ -36,7 +36,7 @@ FLAGS = {
     "run.batch_size": "--batch-size", "run.num_workers": "--num-workers", "run.accelerator": "--accelerator",
     "run.devices": "--devices", "run.num_nodes": "--num-nodes", "run.strategy": "--strategy",
     "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
-    "run.compile": "--compile", "report.output": "--output",
+    "run.compile": "--compile", "run.tf32": "--tf32", "report.output": "--output",
 }
 
 
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("how to run")
     r.add_argument("--batch-size", type=int, default=64, help="images per batch and device (default: 64)")
     r.add_argument("--num-workers", type=int, default=default_num_workers(),
-                   help="DataLoader worker processes per device for decoding and resizing (default: min(4, cores))")
+                   help="DataLoader worker processes per device for decoding and resizing (default: the CPUs this "
+                   "process may use, SLURM_CPUS_PER_TASK or its affinity, per device on this node, at most 8)")
     r.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning; default: auto)")
     r.add_argument("--devices", default="auto", help="number of devices or 'auto' (Lightning)")
     r.add_argument("--num-nodes", type=int, default=1, help="number of nodes (Lightning; SLURM and torchrun are detected)")
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "scaled_dot_product_attention with the CvT scale (default: einsum)")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile every model before the pass (a short last batch is padded: one graph, no recompilation)")
+    r.add_argument("--tf32", action="store_true",
+                   help="TF32 convolutions and matmuls on Ampere+ GPUs for the converted model (default: IEEE float32; "
+                   "the original always runs in IEEE float32)")
     r.add_argument("--output", metavar="DIR", help=f"where reports go (default: ./{DEFAULT_OUTPUT}/)")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
     return p
@@ -142,7 +146,8 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
                  skip_bad_images=args.skip_bad_images),
         RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
                 devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
-                cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile),
+                cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile,
+                tf32=args.tf32),
         ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT),
     )
 

@@ -46,6 +46,7 @@ from cvt_port.errors import BadInput, first_line
 from .dataset import collate
 from .interrupts import Interrupted
 from .models import Candidate
+from .numerics import float32_mode
 from .preprocess import Normalization
 
 
@@ -263,8 +264,8 @@ class EvalModule(L.LightningModule):
         self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
 
     def _forward(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
-        """The reference is the ground truth: it always runs in float32, outside any autocast, so
-        precision bf16-mixed is judged against the original as released.
+        """The reference is the ground truth: it always runs in IEEE float32 (no TF32), outside any
+        autocast, so precision bf16-mixed and tf32 are judged against the original as released.
 
         With ``pad_to`` (``run.compile``), a short batch (the last one, or one with skipped images) is
         padded with zero images to the full batch size and the padding's outputs dropped: one
@@ -274,8 +275,8 @@ class EvalModule(L.LightningModule):
         if self.pad_to and n < self.pad_to:
             x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
         model = self.models[_safe(c.name)]
-        if c.kind == "reference" and torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
+        if c.kind == "reference":  # IEEE float32 also under --tf32 (evaluate.numerics)
+            with float32_mode(False), torch.autocast(device_type=x.device.type, enabled=False):
                 return model(x.float()).float()[:n]
         return model(x).float()[:n]
 

@@ -122,8 +122,35 @@ class DataSpec:
     skip_bad_images: bool = False
 
 
-def default_num_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+MAX_DEFAULT_WORKERS = 8  # past this, decoding outpaces one device and workers only cost memory
+
+
+def default_num_workers(environ: dict[str, str] | None = None) -> int:
+    """DataLoader workers per process: the CPUs this process may use, shared among the processes of this
+    node that draw from the same CPUs, at least 1 and at most :data:`MAX_DEFAULT_WORKERS`.
+
+    The CPUs: ``SLURM_CPUS_PER_TASK`` (each task, one per device, is given its own), else the process's
+    affinity (``os.sched_getaffinity``: what taskset, cgroups or a batch system allow, not the machine's
+    count). Shared by: ``LOCAL_WORLD_SIZE`` processes under torchrun (they inherit one affinity), else the
+    devices ``CUDA_VISIBLE_DEVICES`` lists. Read from the environment only: the CLI's help needs no torch."""
+    env = os.environ if environ is None else environ
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_task = _positive(env.get("SLURM_CPUS_PER_TASK"))
+    if per_task:
+        cpus, sharers = min(per_task, affinity), 1
+    else:
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        devices = len([d for d in visible.split(",") if d.strip()]) if visible else None
+        cpus, sharers = affinity, _positive(env.get("LOCAL_WORLD_SIZE")) or devices or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // sharers))
+
+
+def _positive(value: str | None) -> int | None:
+    try:
+        n = int(str(value).split("(")[0])  # SLURM may write counts as "4(x2)"
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,7 @@ class RunSpec:
     cache_dir: Path | None = None
     attention: Attention = "einsum"
     compile: bool = False
+    tf32: bool = False  # TF32 convolutions and matmuls for the candidates (the reference stays IEEE float32)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class RunFacts:
     devices: int
     world_size: int
     cluster_environment: str | None
+    # the numerics policy (evaluate.numerics.policy_record) and the hardware and libraries that ran it
+    numerics: dict | None = None
+    hardware: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ what the plan's :class:`~evaluate.plan.ReportSpec` asks for."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .candidates import build_candidates, tune_models
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
+from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode, hardware_facts, override_warnings,
+                       policy_record, sdpa_backend)
 from .plan import EvalPlan, PlanError
 from .preflight import check_shipped_data
 from .result import EvalResult, Prediction, RunFacts
@@ -24,6 +27,10 @@ def run_plan(plan: EvalPlan) -> EvalResult:
 
     m, d, r = plan.models, plan.data, plan.run
     trainer = make_trainer(r)  # before any loading: an impossible device setting fails fast
+    overrides = env_overrides()
+    if trainer.is_global_zero and plan.report.summary:
+        for line in override_warnings(overrides, r.tf32):
+            print(line, file=sys.stderr)
     if plan.report.output is not None:
         check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
     folder = inspect_folder(m.model)
@@ -36,6 +43,9 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
+    mixed = autocast_dtype(trainer.precision)
+    heads = [c.name for c in candidates.models  # bf16/fp16-mixed: logits computed in float32 (before compile)
+             if mixed is not None and c.kind != "reference" and float32_head(c.module)]
     tune_models(candidates, r.attention, r.compile)
     n_classes = num_classes(folder, variant)
 
@@ -48,7 +58,8 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
     module = EvalModule(candidates.models, normalizations, n_classes, reference=candidates.reference,
                         skip_bad_images=d.skip_bad_images, pad_to=r.batch_size if r.compile else None)
-    run_validation(trainer, module, EvalDataModule(dataset, r.batch_size, r.num_workers))
+    with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
+        run_validation(trainer, module, EvalDataModule(dataset, r.batch_size, r.num_workers))
 
     results = module.results
     samples, primary, reference = inputs.samples, candidates.primary, candidates.reference
@@ -72,6 +83,8 @@ def run_plan(plan: EvalPlan) -> EvalResult:
         devices=trainer.num_devices,
         world_size=trainer.world_size,
         cluster_environment=cluster_environment(trainer),
+        numerics=policy_record(r.tf32, trainer.precision, heads, overrides),
+        hardware=_hardware(trainer, r.attention, mixed, folder.config, pre.img_size if pre else None),
     )
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
@@ -119,6 +132,24 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
     if error is not None:
         kind, message = error
         raise BadInput(message) if kind == "bad input" else RuntimeError(message)
+
+
+def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None) -> dict:
+    """The device, CUDA/cuDNN/NCCL versions and, with --attention sdpa, the kernel SDPA picks for the first
+    stage's shapes (CvT: q over the stride-4 grid, k/v over the stride-8 grid, scale embed_dim ** -0.5)."""
+    import torch
+
+    facts = hardware_facts(trainer.strategy.root_device)
+    facts["sdpa_backend"] = None
+    if attention == "sdpa":
+        dims, heads = config.get("embed_dim"), config.get("num_heads")
+        if not (isinstance(dims, list) and isinstance(heads, list) and dims and heads):  # not a CvT config
+            dims, heads = [64], [1]
+        side = (img_size or 224) // 4
+        facts["sdpa_backend"] = sdpa_backend(trainer.strategy.root_device, dtype or torch.float32,
+                                             head_dim=dims[0] // heads[0], heads=heads[0], q_len=side * side,
+                                             kv_len=(side // 2) ** 2, scale=dims[0] ** -0.5)
+    return facts
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
