@@ -129,6 +129,10 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
         box = [error]
         dist.broadcast_object_list(box, src=0)
         error = box[0]
+        # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
+        # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
+        dist.barrier()
+        dist.destroy_process_group()
     if error is not None:
         kind, message = error
         raise BadInput(message) if kind == "bad input" else RuntimeError(message)
