@@ -62,9 +62,16 @@ def evaluate_model(
     tf32: bool = False,
     output: str | Path | None = None,
     summary: bool = False,
+    update_card: bool = False,
+    push_to_hub: str | None = None,
+    create_pr: bool = False,
+    private: bool = False,
+    revision: str | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
-    unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``."""
+    unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
+    ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate
+    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``."""
     return run_plan(EvalPlan(
         models=ModelSpec(model=str(model), config=None if config is None else str(config),
                          reference=_path(reference), stock=stock, with_stock=with_stock,
@@ -76,7 +83,8 @@ def evaluate_model(
                     accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                     precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile,
                     tf32=tf32),
-        report=ReportSpec(output=_path(output), summary=summary),
+        report=ReportSpec(output=_path(output), summary=summary, update_card=update_card, push_to_hub=push_to_hub,
+                          create_pr=create_pr, private=private, revision=revision),
     ))
 
 

@@ -37,6 +37,8 @@ FLAGS = {
     "run.devices": "--devices", "run.num_nodes": "--num-nodes", "run.strategy": "--strategy",
     "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
     "run.compile": "--compile", "run.tf32": "--tf32", "report.output": "--output",
+    "report.update_card": "--update-card", "report.push_to_hub": "--push-to-hub", "report.create_pr": "--create-pr",
+    "report.private": "--private", "report.revision": "--revision",
 }
 
 
@@ -111,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "the original always runs in IEEE float32)")
     r.add_argument("--output", metavar="DIR", help=f"where reports go (default: ./{DEFAULT_OUTPUT}/)")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
+    rel = p.add_argument_group("release (only after the gate PASSED; on fail, not made or error: nothing)")
+    rel.add_argument("--update-card", action="store_true", help="write the measured results into the model "
+                     "folder's README.md as model-index (a local folder; its other card data are kept)")
+    rel.add_argument("--push-to-hub", metavar="REPO", help="upload the model folder, its card with the results and "
+                     "the reports (under eval/) to this Hub repo in one commit (needs a token; exit 3 if the upload "
+                     "fails after a pass)")
+    rel.add_argument("--create-pr", action="store_true", help="with --push-to-hub: open a pull request instead of "
+                     "committing to the branch")
+    rel.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    rel.add_argument("--revision", metavar="BRANCH", help="with --push-to-hub: commit to (or open the pull request "
+                     "against) this branch, created if need be (default: main)")
     return p
 
 
@@ -148,7 +161,9 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
                 devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
                 cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile,
                 tf32=args.tf32),
-        ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT),
+        ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT,
+                   update_card=args.update_card, push_to_hub=args.push_to_hub, create_pr=args.create_pr,
+                   private=args.private, revision=args.revision),
     )
 
 
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 def outcome(work) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
     from .interrupts import Interrupted, sigterm_raises
+    from .release import ReleaseError
 
     try:
         with sigterm_raises():
@@ -194,6 +210,9 @@ def outcome(work) -> int:
         return ExitStatus.BAD_INPUT
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except ReleaseError as exc:  # the gate passed, the upload did not happen
+        print(f"error: {name_fields(str(exc), flag)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted: SIGINT: stopped before the gate's verdict; no report written", file=sys.stderr)

@@ -176,6 +176,13 @@ class ReportSpec:
 
     output: Path | None = DEFAULT_OUTPUT
     summary: bool = True
+    # after a PASSED gate only (evaluate.release): the results into the model folder's card, and/or one Hub commit
+    # of the folder, the card with the results and the reports; create_pr/private/revision shape that commit
+    update_card: bool = False
+    push_to_hub: str | None = None
+    create_pr: bool = False
+    private: bool = False
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,9 @@ class EvalPlan:
             raise PlanError("run.num_workers", "must not be negative", r.num_workers)
         if r.attention not in ATTENTIONS:
             raise PlanError("run.attention", f"choose one of {', '.join(ATTENTIONS)}", r.attention)
+        from .release import check_plan
+
+        check_plan(self.report)
 
     @property
     def modes(self) -> tuple[Mode, ...]:

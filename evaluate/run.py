@@ -15,6 +15,7 @@ from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode
                        policy_record, sdpa_backend)
 from .plan import EvalPlan, PlanError
 from .preflight import check_shipped_data
+from .release import ReleaseError, check_before_pass, release
 from .result import EvalResult, Prediction, RunFacts
 from .subset import samples_sha256
 
@@ -33,6 +34,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
             print(line, file=sys.stderr)
     if plan.report.output is not None:
         check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
+    check_before_pass(plan.report, m.model)  # --update-card/--push-to-hub: a local, writable folder; a token
     folder = inspect_folder(m.model)
     variant = resolve_variant(m.config, folder)
     if m.reference is not None and not Path(m.reference).exists():
@@ -100,6 +102,10 @@ def run_plan(plan: EvalPlan) -> EvalResult:
             write_reports(output, record, results, image_ids, primary, reference, class_names)
         if plan.report.summary:
             print_summary(record, output if output is not None else Path("-"))
+        # after a PASSED gate only: results on the card, the upload (rank 0, after the reports are written)
+        for line in release(plan.report, m.model, record, output, d.split, variant):
+            if plan.report.summary:
+                print(line)
 
     on_rank_zero_then_together(trainer.is_global_zero, report)
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
@@ -121,6 +127,8 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
             work()
         except BadInput as exc:
             error = ("bad input", str(exc))
+        except ReleaseError as exc:
+            error = ("release", str(exc))
         except Exception as exc:
             error = ("internal", f"rank 0 could not write the reports: {type(exc).__name__}: {first_line(exc)}")
             if not (dist.is_available() and dist.is_initialized()):
@@ -135,6 +143,8 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
         dist.destroy_process_group()
     if error is not None:
         kind, message = error
+        if kind == "release":
+            raise ReleaseError(message)
         raise BadInput(message) if kind == "bad input" else RuntimeError(message)
 
 
