@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cvt_port.errors import BadInput
+from cvt_port.errors import BadInput, first_line
 
 DEFAULT_OUTPUT = Path("cvt-port-output")  # where reports go when no output is given (CLI and demo)
 
@@ -211,13 +211,36 @@ class EvalPlan:
             raise PlanError("run.num_workers", "must not be negative", r.num_workers)
         if r.attention not in ATTENTIONS:
             raise PlanError("run.attention", f"choose one of {', '.join(ATTENTIONS)}", r.attention)
-        from .release import check_plan
-
-        check_plan(self.report)
+        check_release_plan(self.report)
 
     @property
     def modes(self) -> tuple[Mode, ...]:
         return self.data.preprocessing.modes
+
+
+def check_release_plan(report) -> None:
+    """The release options (``evaluate.release``), as far as the plan alone says: options that need
+    ``report.push_to_hub``, the repo id's syntax, and somewhere for the reports that are uploaded."""
+    if report.push_to_hub is None:
+        lone = [f for f in ("create_pr", "private") if getattr(report, f)]
+        lone += ["revision"] if report.revision is not None else []
+        if lone:
+            raise PlanError(tuple(f"report.{f}" for f in lone), "only applies to an upload; add report.push_to_hub")
+        return
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(report.push_to_hub)
+        if "/" not in report.push_to_hub:
+            raise HFValidationError("a repo id names its owner")
+    except HFValidationError as exc:
+        raise PlanError("report.push_to_hub", f"is not a Hub repo id ({first_line(exc, 150)}); give OWNER/NAME",
+                        report.push_to_hub) from None
+    if report.revision is not None and not str(report.revision).strip():
+        raise PlanError("report.revision", "is empty; give a branch name or leave it out")
+    if report.output is None:
+        raise PlanError("report.push_to_hub", "uploads the run's reports with the model; give report.output too",
+                        report.push_to_hub)
 
 
 def parse_devices(value: str | int) -> int | str:

@@ -14,9 +14,10 @@ Two steps follow a run whose gate PASSED, and nothing else ever triggers them:
 
 On fail, not made, bad input, an internal error or an interrupt neither step runs: the card stays
 byte-identical and nothing is uploaded. Whatever can be checked is checked before the first batch
-(:func:`check_plan` when the plan is made, :func:`check_before_pass` when the run starts): a Hub id cannot get
-a card written (there is no local folder), the folder must be writable and its card must parse, the repo id
-must be valid, a token must be present and the Hub reachable in principle (not ``HF_HUB_OFFLINE``).
+(``evaluate.plan.check_release_plan`` when the plan is made, :func:`check_before_pass` when the run starts): a
+Hub id cannot get a card written (there is no local folder), the folder must be writable and its card must
+parse, the repo id must be valid, a token must be present and the Hub reachable in principle (not
+``HF_HUB_OFFLINE``).
 
 Only rank 0 releases (``evaluate.run`` calls :func:`release` inside its rank-0 report work).
 
@@ -67,31 +68,6 @@ class ReleaseInterrupted(Interrupted):
 
 
 # -- checked before the pass -------------------------------------------------------------------------------------
-
-
-def check_plan(report) -> None:
-    """What the plan alone says (called by ``EvalPlan.__post_init__``): options that need
-    ``report.push_to_hub``, the repo id's syntax, and somewhere for the reports that are uploaded."""
-    if report.push_to_hub is None:
-        lone = [f for f in ("create_pr", "private") if getattr(report, f)]
-        lone += ["revision"] if report.revision is not None else []
-        if lone:
-            raise PlanError(tuple(f"report.{f}" for f in lone), "only applies to an upload; add report.push_to_hub")
-        return
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(report.push_to_hub)
-        if "/" not in report.push_to_hub:
-            raise HFValidationError("a repo id names its owner")
-    except HFValidationError as exc:
-        raise PlanError("report.push_to_hub", f"is not a Hub repo id ({first_line(exc, 150)}); give OWNER/NAME",
-                        report.push_to_hub) from None
-    if report.revision is not None and not str(report.revision).strip():
-        raise PlanError("report.revision", "is empty; give a branch name or leave it out")
-    if report.output is None:
-        raise PlanError("report.push_to_hub", "uploads the run's reports with the model; give report.output too",
-                        report.push_to_hub)
 
 
 def check_before_pass(report, model: str) -> None:
@@ -316,5 +292,5 @@ def release(report, model: str, record: dict, output: Path | None, split: str = 
     return lines
 
 
-__all__ = ["ReleaseError", "ReleaseInterrupted", "Upload", "card_with_results", "check_before_pass", "check_plan",
+__all__ = ["ReleaseError", "ReleaseInterrupted", "Upload", "card_with_results", "check_before_pass",
            "commit_operations", "eval_results", "release", "upload", "write_atomic"]

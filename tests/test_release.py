@@ -30,7 +30,7 @@ from evaluate.release import card_with_results, eval_results
 from fsfaults import read_only_folder
 
 CPU = dict(accelerator="cpu", num_workers=0, batch_size=64)
-FLAGS = ["--data", DATA, "--config", VARIANT, "--reference", CHECKPOINT, "--accelerator", "cpu", "--num-workers", "0"]
+RUN = ["--data", DATA, "--config", VARIANT, "--reference", CHECKPOINT, "--accelerator", "cpu", "--num-workers", "0"]
 REPO = "me/cvt-digits"
 
 
@@ -149,7 +149,8 @@ def test_a_passing_run_puts_its_results_on_the_card_and_uploads_folder_card_and_
         assert ops[name].upload_info.sha256.hex() == sha(src)
     said = capsys.readouterr().out.strip().splitlines()
     assert said[-2] == f"model card updated with the results: {model / 'README.md'}"
-    assert said[-1] == f"released {len(ops)} files to {REPO} (pull request): https://huggingface.co/{REPO}/discussions/7"
+    pr = f"https://huggingface.co/{REPO}/discussions/7"
+    assert said[-1] == f"released {len(ops)} files to {REPO} (pull request): {pr}"
 
 
 def test_results_of_the_same_kind_are_replaced_others_kept(model):
@@ -180,7 +181,7 @@ def test_a_failing_run_uploads_nothing_and_leaves_the_card_byte_identical(swappe
     model = Path(shutil.copytree(swapped, tmp_path / "model"))
     hub = Hub(monkeypatch)
     card = sha(model / "README.md")
-    code = main(["--model", str(model), *map(str, FLAGS), "--output", str(tmp_path / "out"), "--update-card",
+    code = main(["--model", str(model), *map(str, RUN), "--output", str(tmp_path / "out"), "--update-card",
                  "--push-to-hub", REPO, "--create-pr"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert code == 1 and report["gate"] == "fail"
@@ -212,7 +213,7 @@ def test_an_interrupted_or_broken_run_uploads_nothing_and_leaves_the_card(model,
         raise stop
 
     monkeypatch.setattr(evaluate.trainer, "run_validation", stopped)
-    code = main(["--model", str(model), *map(str, FLAGS), "--output", str(tmp_path / "out"), "--update-card",
+    code = main(["--model", str(model), *map(str, RUN), "--output", str(tmp_path / "out"), "--update-card",
                  "--push-to-hub", REPO])
     assert code == status and hub.calls == [] and sha(model / "README.md") == card
 
@@ -223,7 +224,7 @@ def test_an_interrupted_or_broken_run_uploads_nothing_and_leaves_the_card(model,
 def test_an_upload_that_fails_after_a_pass_is_one_line_and_exit_3(model, tmp_path, monkeypatch, capsys):
     hub = Hub(monkeypatch, fail=ConnectionError("Max retries exceeded with url: /api/repos/create\nmore"))
     card = sha(model / "README.md")
-    code = main(["--model", str(model), *map(str, FLAGS), "--output", str(tmp_path / "out"), "--push-to-hub", REPO])
+    code = main(["--model", str(model), *map(str, RUN), "--output", str(tmp_path / "out"), "--push-to-hub", REPO])
     assert code == 3 and json.loads((tmp_path / "out" / "report.json").read_text())["gate"] == "pass"
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"error: --push-to-hub {REPO}: upload failed (ConnectionError: Max retries exceeded with url: "
@@ -268,7 +269,7 @@ def run_cli(capsys, *args) -> tuple[int, list[str]]:
 ])
 def test_release_options_are_checked_before_the_pass(model, tmp_path, capsys, no_pass, extra, line):
     card = sha(model / "README.md")
-    code, err = run_cli(capsys, "--model", model, *FLAGS, "--output", tmp_path / "out", *extra)
+    code, err = run_cli(capsys, "--model", model, *RUN, "--output", tmp_path / "out", *extra)
     assert code == 2 and len(err) == 1 and err[0].startswith(line)
     assert sha(model / "README.md") == card and not (tmp_path / "out").exists()
 
@@ -276,7 +277,7 @@ def test_release_options_are_checked_before_the_pass(model, tmp_path, capsys, no
 def test_no_token_is_found_before_the_pass(model, tmp_path, capsys, monkeypatch, no_pass):
     Hub(monkeypatch)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    code, err = run_cli(capsys, "--model", model, *FLAGS, "--output", tmp_path / "out", "--push-to-hub", REPO)
+    code, err = run_cli(capsys, "--model", model, *RUN, "--output", tmp_path / "out", "--push-to-hub", REPO)
     assert code == 2 and err == [f"error: --push-to-hub {REPO}: no Hugging Face token: log in with `hf auth login` "
                                  "or set HF_TOKEN"]
 
@@ -285,7 +286,7 @@ def test_no_token_is_found_before_the_pass(model, tmp_path, capsys, monkeypatch,
 def test_a_hub_id_has_no_card_to_write_or_folder_to_upload(tmp_path, capsys, monkeypatch, no_pass, flag):
     Hub(monkeypatch)
     args = [flag] if flag == "--update-card" else [flag, REPO]
-    code, err = run_cli(capsys, "--model", "microsoft/cvt-13", *FLAGS, "--output", tmp_path / "out", *args)
+    code, err = run_cli(capsys, "--model", "microsoft/cvt-13", *RUN, "--output", tmp_path / "out", *args)
     assert code == 2 and err == [f"error: {flag}: needs a local model folder, and microsoft/cvt-13 is not one (a Hub "
                                  "id's card is the Hub's to change): download or convert the model into a folder and "
                                  "evaluate that"]
@@ -294,7 +295,7 @@ def test_a_hub_id_has_no_card_to_write_or_folder_to_upload(tmp_path, capsys, mon
 def test_a_read_only_model_folder_is_found_before_the_pass(model, tmp_path, capsys, no_pass):
     card = sha(model / "README.md")
     with read_only_folder(model):
-        code, err = run_cli(capsys, "--model", model, *FLAGS, "--output", tmp_path / "out", "--update-card")
+        code, err = run_cli(capsys, "--model", model, *RUN, "--output", tmp_path / "out", "--update-card")
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: --update-card: cannot write the model card in {model}: ")
     assert err[0].endswith("make the folder writable or leave the card alone") and sha(model / "README.md") == card
@@ -303,7 +304,7 @@ def test_a_read_only_model_folder_is_found_before_the_pass(model, tmp_path, caps
 def test_a_card_that_does_not_parse_is_found_before_the_pass(model, tmp_path, capsys, no_pass):
     (model / "README.md").write_text("---\nlicense: [mit\n---\n# card\n")
     card = sha(model / "README.md")
-    code, err = run_cli(capsys, "--model", model, *FLAGS, "--output", tmp_path / "out", "--update-card")
+    code, err = run_cli(capsys, "--model", model, *RUN, "--output", tmp_path / "out", "--update-card")
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {model / 'README.md'}: the model card does not "
                                                              "parse (")
     assert sha(model / "README.md") == card
