@@ -239,6 +239,19 @@ def test_an_upload_that_fails_after_a_pass_is_one_line_and_exit_3(model, tmp_pat
         (tmp_path / "out" / "report.json").read_text())["top1"]
 
 
+def test_a_signal_during_the_upload_says_the_gate_passed_and_exits_130(model, tmp_path, monkeypatch, capsys):
+    hub = Hub(monkeypatch, fail=KeyboardInterrupt())
+    code = main(["--model", str(model), *map(str, RUN), "--output", str(tmp_path / "out"), "--update-card",
+                 "--push-to-hub", REPO])
+    assert code == 130 and hub.names() == ["create_repo", "create_commit"]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: SIGINT: stopped during the upload to {REPO}, after the gate passed (reports written); the Hub "
+        "commit is all or nothing: check the repo and run again")
+    # the card was written (the gate passed) before the upload began
+    assert ModelCard.load(model / "README.md").data.eval_results[0].metric_value == json.loads(
+        (tmp_path / "out" / "report.json").read_text())["top1"]
+
+
 # -- found before the first batch ----------------------------------------------------------------------------------
 
 
