@@ -118,9 +118,10 @@ def load_card(path: Path):
 # -- the card ----------------------------------------------------------------------------------------------------
 
 
-def dataset_facts(record: dict, split: str, variant) -> dict:
+def dataset_facts(record: dict, split: str, variant, primary: str | None = None) -> dict:
     """The ``dataset`` of the model-index: a Hub dataset id when the data was one, else ``imagenet-1k`` when the
-    classes are ImageNet-1k's, else the generic ``imagefolder`` (the bundled digits are not ImageNet)."""
+    classes are ImageNet-1k's, else the generic ``imagefolder`` (the bundled digits are not ImageNet). The
+    preprocessing is the primary model's (the figures are its), not the run's choice (``both``)."""
     hub_data = record.get("layout") == "datasets" and not Path(str(record.get("data"))).exists()
     imagenet = variant is None or variant.labels == "imagenet-1k"
     if hub_data:
@@ -129,7 +130,8 @@ def dataset_facts(record: dict, split: str, variant) -> dict:
         kind, name = IMAGENET_1K, "ImageNet-1k validation"
     else:
         kind, name = "imagefolder", str((variant.reference or {}).get("dataset") or Path(record["data"]).name)
-    args = {"num_images": record["num_samples"], "preprocessing": record["preprocessing"],
+    rows = [m.get("preprocessing") for m in record.get("models", []) if m.get("name") == primary]
+    args = {"num_images": record["num_samples"], "preprocessing": rows[0] if rows else record["preprocessing"],
             "img_size": record["img_size"], "crop_pct": record["crop_pct"], "interpolation": record["interpolation"]}
     if record.get("subset") is not None:  # which images: the ordered list's sha256 reproduces the subset
         args.update(subset=True, image_list_sha256=record["subset_sha256"], seed=record.get("seed"))
@@ -137,13 +139,14 @@ def dataset_facts(record: dict, split: str, variant) -> dict:
             "dataset_args": {k: v for k, v in args.items() if v is not None}}
 
 
-def eval_results(record: dict, split: str = "validation", variant=None, source_url: str | None = None) -> list:
+def eval_results(record: dict, split: str = "validation", variant=None, source_url: str | None = None,
+                 primary: str | None = None) -> list:
     """The run's results as ``EvalResult`` entries: top-1 (``accuracy``), top-5 (``top_5_accuracy``) and
     ImageNet-ReaL top-1 when measured, in percent as report.json has them; each says the precision and the
     gate's verdict and checks (``metric_args``)."""
     from huggingface_hub import EvalResult
 
-    common = dict(task_type=TASK_TYPE, task_name=TASK_NAME, **dataset_facts(record, split, variant))
+    common = dict(task_type=TASK_TYPE, task_name=TASK_NAME, **dataset_facts(record, split, variant, primary))
     if source_url is not None:
         common.update(source_name="cvt-port evaluate report", source_url=source_url)
     args = {"precision": record["precision"], "attention": record["attention"], "gate": record["gate"],
@@ -264,7 +267,7 @@ def upload(report, folder: Path, card_text: str, output: Path | None, record: di
 
 
 def release(report, model: str, record: dict, output: Path | None, split: str = "validation", variant=None,
-            api=None) -> list[str]:
+            primary: str | None = None, api=None) -> list[str]:
     """After a PASSED gate only: the results on the card (``report.update_card``) and the upload
     (``report.push_to_hub``); returns the lines that say what was done. Any other verdict: nothing at all."""
     if record["gate"] != "pass" or not (report.update_card or report.push_to_hub):
@@ -274,7 +277,7 @@ def release(report, model: str, record: dict, output: Path | None, split: str = 
     if report.push_to_hub:  # the report the results come from, where the commit puts it
         source = f"{HUB}/{report.push_to_hub}/blob/{report.revision or 'main'}/{EVAL_DIR}/report.json"
     name = report.push_to_hub.split("/")[-1] if report.push_to_hub else record.get("variant")
-    card = card_with_results(folder, eval_results(record, split, variant, source), name)
+    card = card_with_results(folder, eval_results(record, split, variant, source, primary), name)
     text = str(card)
     lines = []
     if report.update_card:

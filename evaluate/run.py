@@ -103,7 +103,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
         if plan.report.summary:
             print_summary(record, output if output is not None else Path("-"))
         # after a PASSED gate only: results on the card, the upload (rank 0, after the reports are written)
-        for line in release(plan.report, m.model, record, output, d.split, variant):
+        for line in release(plan.report, m.model, record, output, d.split, variant, primary):
             if plan.report.summary:
                 print(line)
 

@@ -169,6 +169,11 @@ def test_results_of_the_same_kind_are_replaced_others_kept(model):
     assert [(r.dataset_type, r.metric_value) for r in results] == [
         ("beans", 0.5), ("imagenet-1k", 98.0), ("imagenet-1k", 99.5), ("imagenet-1k", 97.0)]
     real = results[-1]
+    hub = eval_results(dict(second, layout="datasets", data="ILSVRC/imagenet-1k"), split="test")[0]
+    assert (hub.dataset_type, hub.dataset_split) == ("ILSVRC/imagenet-1k", "test")  # a Hub dataset names itself
+    both = dict(second, preprocessing="both", models=[{"name": "converted", "preprocessing": "release"},
+                                                      {"name": "converted (hf)", "preprocessing": "hf"}])
+    assert eval_results(both, primary="converted")[0].dataset_args["preprocessing"] == "release"  # the figures' own
     assert (real.metric_name, real.metric_config) == ("ImageNet-ReaL top-1 accuracy (%)", "real")
     assert real.dataset_args == {"num_images": 50, "preprocessing": "release", "img_size": 32, "crop_pct": 1.0,
                                  "interpolation": "bicubic", "subset": True, "image_list_sha256": "b" * 64, "seed": 3}
