@@ -25,6 +25,7 @@ and so its collectives, still run.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -38,8 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from torchmetrics import MaxMetric, SumMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, Metric, SumMetric
 
 from cvt_port.errors import BadInput, first_line
 
@@ -58,7 +58,10 @@ def ranked(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: disjoint shards that together cover the data once.
+    """One contiguous block of indices per rank: disjoint shards that together cover the data once,
+    balanced to within one image (the first ``length % world_size`` ranks hold one more). Contiguous
+    blocks make every batch a run of consecutive indices, which a cache reads as one slice per mode
+    (:mod:`evaluate.cache`) instead of a gather of scattered rows.
 
     A rank whose shard is empty yields index 0 once as a *placeholder* (``placeholder`` is True):
     Lightning skips the whole evaluation loop, epoch hooks included, for a loader with no batch,
@@ -66,7 +69,9 @@ class ShardSampler(Sampler[int]):
     iteration early once the rank has a fault: the rest of its data need not be read."""
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1, stop: threading.Event | None = None):
-        self.indices = list(range(rank, length, world_size))
+        size, extra = divmod(length, world_size)
+        start = rank * size + min(rank, extra)
+        self.indices = list(range(start, start + size + (rank < extra)))
         self.placeholder = not self.indices and length > 0
         if self.placeholder:
             self.indices = [0]
@@ -104,6 +109,17 @@ class EvalDataModule(L.LightningDataModule):
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Only what the models read goes to the device: the pixels and one copy of the labels
+        (``label_on_device``). ``index``, ``label`` and ``ok`` stay on the host, where the step reads
+        them without waiting for the device (:class:`EvalModule`). A data-module hook: Lightning warns
+        when the module overrides it while a data module is in use."""
+        if not isinstance(batch, dict) or "pixels" not in batch:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        moved = super().transfer_batch_to_device({"pixels": batch["pixels"], "label": batch["label"]}, device,
+                                                 dataloader_idx)
+        return {**batch, "pixels": moved["pixels"], "label_on_device": moved["label"]}
 
     def on_exception(self, exception: BaseException) -> None:
         """An exception outside a validation step (e.g. in the data loader) on this rank: take part in
@@ -194,6 +210,11 @@ class ModelResult:
     extra: dict = field(default_factory=dict)
 
 
+def metric_name(name: str) -> str:
+    """A model row's name as a logged metric's prefix: ``converted (hf)`` -> ``converted_hf``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
 def _safe(name: str) -> str:
     return "m_" + "".join(c if c.isalnum() else "_" for c in name)
 
@@ -202,8 +223,17 @@ class EvalModule(L.LightningModule):
     """Runs each candidate on its preprocessing of the same batch; metrics per candidate.
 
     Counts are kept as torchmetrics ``SumMetric`` states (synced across ranks at ``compute()``):
-    top-1/top-5 hits and agreements from :func:`ranked`, per-class accuracy from the same
-    predicted indices through ``MulticlassAccuracy``. The ratios are then exact."""
+    top-1/top-5 hits and agreements from :func:`ranked`, and per-class hits and images as vectors of
+    ``num_classes`` counts. The ratios are then exact.
+
+    **Few host-device synchronisations per step** (one with any number of models, on the fault-free
+    path): the batch's ``index``, ``label`` and ``ok`` stay on the host (:meth:`EvalDataModule.transfer_batch_to_device`
+    sends the pixels and one copy of the labels), a batch without bad images is not masked, every
+    count is a device tensor added to a metric state, and the top-k of all models is copied to the host
+    once per step. Hence no ``nan_strategy`` check in the aggregation metrics (``"disable"``: the check
+    reads a device flag per update; a NaN logit difference then shows as NaN instead of being dropped)
+    and no ``MulticlassAccuracy`` (its update validates its input and calls ``torch.bincount``, which
+    reads the largest class on the host; here per-class counts are an ``index_add_``)."""
 
     def __init__(
         self,
@@ -213,8 +243,11 @@ class EvalModule(L.LightningModule):
         reference: str | None = None,
         skip_bad_images: bool = False,
         pad_to: int | None = None,
+        hparams: dict | None = None,
     ):
         super().__init__()
+        if hparams:  # the run's settings, which Lightning hands to its loggers before the pass
+            self.save_hyperparameters(hparams)
         self.pad_to = pad_to
         self.candidates = candidates
         self.models = nn.ModuleDict({_safe(c.name): c.module for c in candidates})
@@ -224,14 +257,14 @@ class EvalModule(L.LightningModule):
         self.reference = reference
         self.skip_bad_images = skip_bad_images
         keys = [_safe(c.name) for c in candidates]
-        self.hits1 = nn.ModuleDict({k: SumMetric() for k in keys})
-        self.hits5 = nn.ModuleDict({k: SumMetric() for k in keys})
-        self.per_class = nn.ModuleDict({k: MulticlassAccuracy(num_classes=num_classes, top_k=1, average="none")
-                                        for k in keys})
-        self.count = SumMetric()
+        self.hits1 = nn.ModuleDict({k: _sum() for k in keys})
+        self.hits5 = nn.ModuleDict({k: _sum() for k in keys})
+        self.class_hits = nn.ModuleDict({k: ClassCounts(num_classes) for k in keys})  # top-1 right, per class
+        self.class_images = ClassCounts(num_classes)  # images evaluated, per class
+        self.count = _sum()
         others = [c for c in candidates if c.name != reference] if reference else []
-        self.agree = nn.ModuleDict({_safe(c.name): SumMetric() for c in others})
-        self.maxdiff = nn.ModuleDict({_safe(c.name): MaxMetric() for c in others})
+        self.agree = nn.ModuleDict({_safe(c.name): _sum() for c in others})
+        self.maxdiff = nn.ModuleDict({_safe(c.name): MaxMetric(nan_strategy="disable") for c in others})
         self.stop_reading = threading.Event()
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
@@ -267,12 +300,12 @@ class EvalModule(L.LightningModule):
         """The reference is the ground truth: it always runs in IEEE float32 (no TF32), outside any
         autocast, so precision bf16-mixed and tf32 are judged against the original as released.
 
-        With ``pad_to`` (``run.compile``), a short batch (the last one, or one with skipped images) is
+        With ``pad_to`` (``run.compile``), a compiled model's short batch (the last one, or one with skipped images) is
         padded with zero images to the full batch size and the padding's outputs dropped: one
         compiled graph serves the whole pass instead of a recompilation for the new shape. In eval
         mode every image's logits depend on that image alone (BatchNorm uses running statistics)."""
         n = x.shape[0]
-        if self.pad_to and n < self.pad_to:
+        if self.pad_to and n < self.pad_to and c.kind != "reference":  # the reference is not compiled
             x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
         model = self.models[_safe(c.name)]
         if c.kind == "reference":  # IEEE float32 also under --tf32 (evaluate.numerics)
@@ -290,37 +323,46 @@ class EvalModule(L.LightningModule):
             self._error = exc
 
     def _step(self, batch: dict) -> None:
-        ok = batch["ok"]
+        ok, labels, index = batch["ok"], batch["label"], batch["index"]  # on the host
+        pixels, target = batch["pixels"], batch.get("label_on_device", labels)
         if not bool(ok.all()):
             if not self.skip_bad_images:
                 raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to count and skip bad images")
             self._bad_messages.extend(batch["errors"])
-        labels = batch["label"][ok]
-        index = batch["index"][ok]
-        if labels.numel() == 0:
-            return
-        self.count.update(torch.tensor(float(labels.numel()), device=self.device))
+            keep = ok.nonzero().squeeze(1)  # host indices; only a batch with bad images is masked
+            labels, index = labels[keep], index[keep]
+            if labels.numel() == 0:
+                return
+            keep = keep.to(target.device, non_blocking=True)
+            target = target.index_select(0, keep)
+            pixels = {mode: p.index_select(0, keep) for mode, p in pixels.items()}
+        n = labels.numel()
+        ones = torch.ones(n, device=target.device)
+        self.count.update(ones)
+        self.class_images.update(target, ones)
         logits, top = {}, {}
         for c in self.candidates:
             key = _safe(c.name)
-            x = self.normalizations[c.preprocessing](batch["pixels"][c.preprocessing][ok])
+            x = self.normalizations[c.preprocessing](pixels[c.preprocessing])
             logits[c.name] = out = self._forward(c, x)
             top[c.name] = pred = ranked(out, self.topk)
-            self.hits1[key].update((pred[:, 0] == labels).sum().float())
-            self.hits5[key].update((pred == labels[:, None]).any(dim=1).sum().float())
-            self.per_class[key].update(pred[:, 0], labels)
+            right = (pred[:, 0] == target).float()
+            self.hits1[key].update(right)
+            self.hits5[key].update((pred == target[:, None]).any(dim=1).float())
+            self.class_hits[key].update(target, right)
         if self.reference:
             ref = self.reference
             for c in self.candidates:
                 if c.name != ref:
                     key = _safe(c.name)
-                    self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).sum().float())
+                    self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).float())
                     self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
-        top = {name: t.cpu() for name, t in top.items()}
-        for i in range(labels.numel()):
-            self._rows.append((int(index[i]), int(labels[i]), {n: top[n][i].tolist() for n in top}))
+        names = list(top)
+        host = torch.stack([top[name] for name in names]).cpu().tolist()  # the one copy to the host per step
+        for i, (idx, label) in enumerate(zip(index.tolist(), labels.tolist())):
+            self._rows.append((idx, label, {name: host[m][i] for m, name in enumerate(names)}))
         if self._t_first is None:
-            self._t_first, self._n_first = time.perf_counter(), labels.numel()
+            self._t_first, self._n_first = time.perf_counter(), n
 
     def on_validation_epoch_end(self) -> None:
         now = time.perf_counter()
@@ -344,6 +386,27 @@ class EvalModule(L.LightningModule):
             "first_batch_images": sum(n for n, _ in firsts),
             "steady_s": max(t for _, t in firsts),
         }
+        self._log_figures(results, count)
+
+    def _log_figures(self, results: dict, count: int) -> None:
+        """The final figures, to Lightning's loggers and ``trainer.validate``'s return value: per model
+        ``<name>/top1``, ``top5``, ``agreement_with_original``, ``max_abs_logit_diff``; and ``images``.
+        Logged once, at the end of the pass, from every rank with the same (already synced) values and
+        ``sync_dist=False``: no collective, however many batches each rank saw. float64 tensors, so the
+        values are report.json's exactly (Lightning would make a float a float32)."""
+        def value(v: float) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.float32 if self.device.type == "mps" else torch.float64,
+                                device=self.device)
+
+        figures = {"images": value(count)}
+        for r in results.values():
+            for name, v in (("top1", r.top1), ("top5", r.top5), ("agreement_with_original", r.agreement),
+                            ("max_abs_logit_diff", r.max_abs_logit_diff)):
+                if v is not None:
+                    figures[f"{metric_name(r.name)}/{name}"] = value(v)
+        with warnings.catch_warnings():  # "use sync_dist=True": the values are synced already
+            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+            self.log_dict(figures, sync_dist=False, on_step=False, on_epoch=True)
 
     def _compute(self) -> tuple[dict, int]:
         """Sync and compute every metric, on every rank (each compute() is a collective)."""
@@ -351,6 +414,7 @@ class EvalModule(L.LightningModule):
         results = {}
         if count == 0:
             return results, 0
+        images = self.class_images.compute()
         for c in self.candidates:
             key = _safe(c.name)
             r = ModelResult(
@@ -360,7 +424,7 @@ class EvalModule(L.LightningModule):
                 count=count,
                 top1=_percent(self.hits1[key].compute(), count),
                 top5=_percent(self.hits5[key].compute(), count),
-                per_class=[100 * float(v) for v in self.per_class[key].compute()],
+                per_class=[100 * float(v) for v in _ratios(self.class_hits[key].compute(), images)],
             )
             if key in self.agree:
                 r.agreement = _percent(self.agree[key].compute(), count) / 100  # exact: the gate tests >= 99.9%
@@ -379,6 +443,35 @@ class EvalModule(L.LightningModule):
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+class ClassCounts(Metric):
+    """A vector of per-class sums, synced across ranks at ``compute()`` like the other counts. Added with
+    ``index_add_`` on the device: ``MulticlassAccuracy``'s ``torch.bincount`` reads the largest class on the
+    host first, and builds a num_classes**2 confusion count per batch."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.add_state("counts", torch.zeros(num_classes), dist_reduce_fx="sum")
+
+    def update(self, classes: torch.Tensor, values: torch.Tensor) -> None:
+        self.counts.index_add_(0, classes, values.to(self.counts.dtype))
+
+    def compute(self) -> torch.Tensor:
+        return self.counts
+
+
+def _sum() -> SumMetric:
+    """A sum with no NaN check (the check reads a device flag on every update; counts are never NaN)."""
+    return SumMetric(nan_strategy="disable")
+
+
+def _ratios(hits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Per-class accuracy in float32 (``MulticlassAccuracy(average="none")``'s figures): 0 for a class
+    without images."""
+    return torch.where(images > 0, hits.float() / images.float().clamp(min=1), torch.zeros_like(hits.float()))
 
 
 def _percent(hits: torch.Tensor, count: int) -> float:

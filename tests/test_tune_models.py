@@ -1,0 +1,23 @@
+"""--compile and --attention apply to the Hugging Face models; the original (the reference) runs as released:
+eager, with its own attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from evaluate.candidates import Candidates, tune_models
+from evaluate.models import Candidate
+from evaluate.plan import ModelKind
+
+
+def test_compile_leaves_the_reference_alone():
+    reference, converted, stock = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(4, 3)
+    models = [Candidate("converted", ModelKind.EXACT, converted, "release"),
+              Candidate("original", ModelKind.REFERENCE, reference, "release"),
+              Candidate("stock", ModelKind.STOCK, stock, "release")]
+    tune_models(Candidates(models, "converted", "original", None), "einsum", compile=True)
+    compiled = torch._dynamo.eval_frame.OptimizedModule
+    assert models[1].module is reference and not isinstance(models[1].module, compiled)
+    assert isinstance(models[0].module, compiled) and models[0].module._orig_mod is converted
+    assert isinstance(models[2].module, compiled) and models[2].module._orig_mod is stock
