@@ -21,6 +21,7 @@ from pathlib import Path
 from .interrupts import Interrupted
 from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelKind, ModelSpec, PlanError, Preprocessing,
                    ReportSpec, RunSpec, default_num_workers)
+from .plan import DEFAULT_LOG_DIR, parse_loggers
 from .result import EvalResult, Prediction, exit_status
 from .run import build_cache_for, run_plan
 
@@ -67,6 +68,8 @@ def evaluate_model(
     create_pr: bool = False,
     private: bool = False,
     revision: str | None = None,
+    logger: str | list[str] | tuple[str, ...] = (),
+    log_dir: str | Path = DEFAULT_LOG_DIR,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
     unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
@@ -84,7 +87,8 @@ def evaluate_model(
                     precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile,
                     tf32=tf32),
         report=ReportSpec(output=_path(output), summary=summary, update_card=update_card, push_to_hub=push_to_hub,
-                          create_pr=create_pr, private=private, revision=revision),
+                          create_pr=create_pr, private=private, revision=revision, loggers=parse_loggers(logger),
+                          log_dir=Path(log_dir)),
     ))
 
 

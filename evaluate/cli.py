@@ -20,6 +20,7 @@ from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_err
 
 from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec,
                    RunSpec, default_num_workers, name_fields)
+from .plan import DEFAULT_LOG_DIR, LOGGERS, parse_loggers
 
 PROGRAM = "python -m evaluate"
 
@@ -39,6 +40,7 @@ FLAGS = {
     "run.compile": "--compile", "run.tf32": "--tf32", "report.output": "--output",
     "report.update_card": "--update-card", "report.push_to_hub": "--push-to-hub", "report.create_pr": "--create-pr",
     "report.private": "--private", "report.revision": "--revision",
+    "report.loggers": "--logger", "report.log_dir": "--log-dir",
 }
 
 
@@ -112,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF32 convolutions and matmuls on Ampere+ GPUs for the converted model (default: IEEE float32; "
                    "the original always runs in IEEE float32)")
     r.add_argument("--output", metavar="DIR", help=f"where reports go (default: ./{DEFAULT_OUTPUT}/)")
+    r.add_argument("--logger", action="append", metavar="NAME", help=f"also send the final figures and the run's "
+                   f"settings to Lightning's logger(s): {', '.join(LOGGERS)}; repeat the flag or give a comma list "
+                   "(tensorboard needs tensorboardX or tensorboard, wandb and mlflow their packages)")
+    r.add_argument("--log-dir", metavar="DIR", default=str(DEFAULT_LOG_DIR), help="where csv and tensorboard logs "
+                   f"go, one version_N folder per run (default: ./{DEFAULT_LOG_DIR}/; wandb and mlflow also use it "
+                   "unless their own settings say otherwise); not in --output, which holds one run's reports")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
     rel = p.add_argument_group("release (only after the gate PASSED; on fail, not made or error: nothing)")
     rel.add_argument("--update-card", action="store_true", help="write the measured results into the model "
@@ -163,7 +171,8 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
                 tf32=args.tf32),
         ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT,
                    update_card=args.update_card, push_to_hub=args.push_to_hub, create_pr=args.create_pr,
-                   private=args.private, revision=args.revision),
+                   private=args.private, revision=args.revision,
+                   loggers=parse_loggers(args.logger), log_dir=Path(args.log_dir)),
     )
 
 

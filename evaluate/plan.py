@@ -24,6 +24,8 @@ from typing import Literal
 from cvt_port.errors import BadInput, first_line
 
 DEFAULT_OUTPUT = Path("cvt-port-output")  # where reports go when no output is given (CLI and demo)
+DEFAULT_LOG_DIR = Path("lightning_logs")  # Lightning's own default folder for its loggers
+LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "wandb", "mlflow")
 
 Attention = Literal["einsum", "sdpa"]
 LabelNumbering = Literal["index0", "devkit"]
@@ -183,6 +185,11 @@ class ReportSpec:
     create_pr: bool = False
     private: bool = False
     revision: str | None = None
+    # Lightning loggers (experiment trackers) the final figures and the run's settings also go to; csv and
+    # tensorboard write under log_dir, which accumulates runs (version_N), unlike output, which is one run's
+    # and replaced whole at the end
+    loggers: tuple[str, ...] = ()
+    log_dir: Path = DEFAULT_LOG_DIR
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,10 @@ class EvalPlan:
         if r.attention not in ATTENTIONS:
             raise PlanError("run.attention", f"choose one of {', '.join(ATTENTIONS)}", r.attention)
         check_release_plan(self.report)
+        unknown = [name for name in self.report.loggers if name not in LOGGERS]
+        if unknown or len(set(self.report.loggers)) != len(self.report.loggers):
+            raise PlanError("report.loggers", f"choose each of {', '.join(LOGGERS)} at most once",
+                            ",".join(self.report.loggers))
 
     @property
     def modes(self) -> tuple[Mode, ...]:
@@ -241,6 +252,12 @@ def check_release_plan(report) -> None:
     if report.output is None:
         raise PlanError("report.push_to_hub", "uploads the run's reports with the model; give report.output too",
                         report.push_to_hub)
+def parse_loggers(values) -> tuple[str, ...]:
+    """Logger names from a name, a comma list, or several of either, in order, each once."""
+    if isinstance(values, str):
+        values = [values]
+    names = [n.strip() for v in values or () for n in str(v).split(",") if n.strip()]
+    return tuple(dict.fromkeys(names))
 
 
 def parse_devices(value: str | int) -> int | str:

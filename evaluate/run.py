@@ -27,7 +27,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     from .trainer import cluster_environment, make_trainer, run_validation
 
     m, d, r = plan.models, plan.data, plan.run
-    trainer = make_trainer(r)  # before any loading: an impossible device setting fails fast
+    trainer = make_trainer(r, plan.report)  # before any loading: an impossible device setting fails fast
     overrides = env_overrides()
     if trainer.is_global_zero and plan.report.summary:
         for line in override_warnings(overrides, r.tf32):
@@ -59,7 +59,8 @@ def run_plan(plan: EvalPlan) -> EvalResult:
         dataset = EvalDataset(inputs.source, inputs.samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
     module = EvalModule(candidates.models, normalizations, n_classes, reference=candidates.reference,
-                        skip_bad_images=d.skip_bad_images, pad_to=r.batch_size if r.compile else None)
+                        skip_bad_images=d.skip_bad_images, pad_to=r.batch_size if r.compile else None,
+                        hparams=_hparams(plan, variant, len(inputs.samples), trainer) if plan.report.loggers else None)
     with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
         run_validation(trainer, module, EvalDataModule(dataset, r.batch_size, r.num_workers))
 
@@ -111,6 +112,16 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
                         for idx, label, top in results["rows"])
     return EvalResult(record, predictions, primary, reference, output)
+
+
+def _hparams(plan: EvalPlan, variant, images: int, trainer) -> dict:
+    """The run's settings as the loggers' hyperparameters (plain values)."""
+    m, d, r = plan.models, plan.data, plan.run
+    return {"model": str(m.model), "variant": variant.name if variant else None,
+            "reference": str(m.reference) if m.reference else None, "data": str(d.source), "images": images,
+            "subset": d.subset, "seed": d.seed, "preprocessing": d.preprocessing.value,
+            "precision": str(trainer.precision), "attention": r.attention, "compile": bool(r.compile),
+            "tf32": bool(r.tf32), "batch_size": r.batch_size, "world_size": trainer.world_size}
 
 
 def on_rank_zero_then_together(is_global_zero: bool, work) -> None:

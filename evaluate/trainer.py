@@ -4,7 +4,10 @@ the pass as :class:`~evaluate.interrupts.Interrupted` (see :mod:`evaluate.interr
 
 from __future__ import annotations
 
+import importlib.util
 import signal
+import tempfile
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -15,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from cvt_port.errors import first_line
 
 from .interrupts import Interrupted, lightning_pass
-from .plan import PlanError, RunSpec, parse_devices
+from .plan import PlanError, ReportSpec, RunSpec, parse_devices
 
 DEVICE_FIELDS = ("run.accelerator", "run.devices", "run.num_nodes", "run.strategy", "run.precision")
 
@@ -31,9 +34,11 @@ class _ExceptionRecorder(Callback):
         self.exception = exception
 
 
-def make_trainer(spec: RunSpec) -> L.Trainer:
+def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
     """A device/strategy/precision Lightning cannot provide, or one this harness cannot honour, is
-    bad input (exit 2), found before anything is loaded."""
+    bad input (exit 2), found before anything is loaded; so is a logger whose package is missing or
+    whose folder cannot be written."""
+    loggers = make_loggers(report.loggers, Path(report.log_dir)) if report is not None else []
     try:
         trainer = L.Trainer(
             accelerator=spec.accelerator,
@@ -41,7 +46,7 @@ def make_trainer(spec: RunSpec) -> L.Trainer:
             num_nodes=spec.num_nodes,
             strategy=spec.strategy,
             precision=spec.precision,
-            logger=False,
+            logger=loggers or False,
             enable_checkpointing=False,
             enable_model_summary=False,
             use_distributed_sampler=False,  # ShardSampler: every image exactly once
@@ -52,6 +57,49 @@ def make_trainer(spec: RunSpec) -> L.Trainer:
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
     refuse_unsupported(trainer, spec)
     return trainer
+
+
+# logger -> (the packages that can serve it, the one to install)
+_LOGGER_PACKAGES = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboardX"), "wandb": (("wandb",), "wandb"),
+                    "mlflow": (("mlflow",), "mlflow")}
+PROJECT = "cvt-port"  # the wandb project and mlflow experiment
+
+
+def make_loggers(names: tuple[str, ...], log_dir: Path) -> list:
+    """Lightning's loggers for ``names``. Each writes under ``log_dir`` in a folder of its own (``csv/version_N``,
+    ``tensorboard/version_N``, ``wandb``, ``mlruns``; wandb's and mlflow's own settings, such as
+    ``WANDB_MODE`` and ``MLFLOW_TRACKING_URI``, apply). Not in the reports' folder: that one is a single
+    run's, replaced whole when the run ends, while a tracker keeps the history of runs."""
+    for name in names:
+        packages, install = _LOGGER_PACKAGES.get(name, ((), ""))
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise PlanError("report.loggers", f"needs the {install} package: pip install {install}", name)
+    if not names:
+        return []
+    _check_writable(log_dir)
+    from lightning.pytorch import loggers as pl_loggers
+
+    made = {
+        "csv": lambda: pl_loggers.CSVLogger(log_dir, name="csv"),
+        "tensorboard": lambda: pl_loggers.TensorBoardLogger(log_dir, name="tensorboard", default_hp_metric=False),
+        "wandb": lambda: pl_loggers.WandbLogger(project=PROJECT, save_dir=str(log_dir)),
+        "mlflow": lambda: pl_loggers.MLFlowLogger(experiment_name=PROJECT, save_dir=str(log_dir / "mlruns")),
+    }
+    return [made[name]() for name in names]
+
+
+def _check_writable(log_dir: Path) -> None:
+    """The loggers write when the pass ends: a folder they cannot write in is found now."""
+    from cvt_port.outputs import check_output_folder
+
+    if not log_dir.is_dir():
+        check_output_folder(log_dir, "report.log_dir ")
+        return
+    try:
+        Path(tempfile.mkdtemp(prefix=".cvt-port-write-test-", dir=log_dir)).rmdir()
+    except OSError as exc:
+        raise PlanError("report.log_dir", f"cannot write there ({exc.strerror}); choose a writable folder",
+                        log_dir) from None
 
 
 def refuse_unsupported(trainer: L.Trainer, spec: RunSpec) -> None:
@@ -73,13 +121,14 @@ def refuse_unsupported(trainer: L.Trainer, spec: RunSpec) -> None:
                         "back: use ddp (or launch with torchrun/srun)", spec.strategy)
 
 
-def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-    """``trainer.validate``, with every way a signal can end it turned into :class:`Interrupted`."""
+def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict:
+    """``trainer.validate``, with every way a signal can end it turned into :class:`Interrupted`; returns
+    the metrics the module logged (what the loggers received)."""
     recorder = next(c for c in trainer.callbacks if isinstance(c, _ExceptionRecorder))
     recorder.exception = None
     with lightning_pass():
         try:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+            logged = trainer.validate(module, datamodule=datamodule, verbose=False)
         except SIGTERMException:
             raise Interrupted(signal.SIGTERM) from None
         except SystemExit:
@@ -93,6 +142,7 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
             raise
     if trainer.received_sigterm:  # during the last batch Lightning lets the pass finish: still no verdict
         raise Interrupted(signal.SIGTERM)
+    return dict(logged[0]) if logged else {}
 
 
 def cluster_environment(trainer: L.Trainer) -> str | None:
