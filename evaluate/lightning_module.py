@@ -392,7 +392,8 @@ class EvalModule(L.LightningModule):
         """The final figures, to Lightning's loggers and ``trainer.validate``'s return value: per model
         ``<name>/top1``, ``top5``, ``agreement_with_original``, ``max_abs_logit_diff``; and ``images``.
         Logged once, at the end of the pass, from every rank with the same (already synced) values and
-        ``sync_dist=False``: no collective, however many batches each rank saw. float64 tensors, so the
+        ``sync_dist=False``: no collective, however many batches each rank saw (Lightning's advice to sync
+        is silenced in :func:`evaluate.trainer.run_validation`). float64 tensors, so the
         values are report.json's exactly (Lightning would make a float a float32)."""
         def value(v: float) -> torch.Tensor:
             return torch.tensor(v, dtype=torch.float32 if self.device.type == "mps" else torch.float64,
@@ -404,9 +405,7 @@ class EvalModule(L.LightningModule):
                             ("max_abs_logit_diff", r.max_abs_logit_diff)):
                 if v is not None:
                     figures[f"{metric_name(r.name)}/{name}"] = value(v)
-        with warnings.catch_warnings():  # "use sync_dist=True": the values are synced already
-            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-            self.log_dict(figures, sync_dist=False, on_step=False, on_epoch=True)
+        self.log_dict(figures, sync_dist=False, on_step=False, on_epoch=True)
 
     def _compute(self) -> tuple[dict, int]:
         """Sync and compute every metric, on every rank (each compute() is a collective)."""

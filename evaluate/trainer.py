@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -126,7 +127,9 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
     the metrics the module logged (what the loggers received)."""
     recorder = next(c for c in trainer.callbacks if isinstance(c, _ExceptionRecorder))
     recorder.exception = None
-    with lightning_pass():
+    with lightning_pass(), warnings.catch_warnings():
+        # the module logs figures torchmetrics have already synced, once, with sync_dist=False (no collective)
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level.*")
         try:
             logged = trainer.validate(module, datamodule=datamodule, verbose=False)
         except SIGTERMException:
