@@ -67,11 +67,14 @@ def evaluate_model(
     create_pr: bool = False,
     private: bool = False,
     revision: str | None = None,
+    baseline: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
     unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
     ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate
-    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``."""
+    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``.
+    ``baseline``: an earlier run's output folder to compare with (``result.record["baseline"]``)."""
+    command = _call("evaluate_model", locals())
     return run_plan(EvalPlan(
         models=ModelSpec(model=str(model), config=None if config is None else str(config),
                          reference=_path(reference), stock=stock, with_stock=with_stock,
@@ -84,8 +87,19 @@ def evaluate_model(
                     precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile,
                     tf32=tf32),
         report=ReportSpec(output=_path(output), summary=summary, update_card=update_card, push_to_hub=push_to_hub,
-                          create_pr=create_pr, private=private, revision=revision),
+                          create_pr=create_pr, private=private, revision=revision, baseline=_path(baseline),
+                          command=command),
     ))
+
+
+def _call(name: str, arguments: dict) -> str:
+    """``evaluate_model(model='m', data='d', subset=100)``: the call as made, its defaults left out (provenance)."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(evaluate_model).parameters.items()}
+    shown = [f"{k}={str(v)!r}" if isinstance(v, (str, Path)) else f"{k}={v!r}"  # str(): Path, Preprocessing
+             for k, v in arguments.items() if k in defaults and v != defaults[k]]
+    return f"{name}({', '.join(shown)})"
 
 
 def build_cache(plan: EvalPlan, cache_dir: str | Path) -> Path:
