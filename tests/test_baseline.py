@@ -229,19 +229,21 @@ def test_compare_counts_discordant_pairs_for_top1_and_top5_each_run_by_its_own_r
         "i2": (3, (0, 3, 4, 5, 6)),  # wrong -> right
         "i3": (4, (0, 1, 2, 3, 5)),  # wrong -> wrong (top-1 flips 0 -> 9), top-5 gains the label
         "i4": (5, (5, 1, 2, 3, 4)),  # right -> wrong, top-5 loses the label
+        "i5": (6, (6, 0, 1, 2, 3)),  # relabelled 6 -> 7 since: right -> wrong, though top-1 and top-5 are unchanged
         "gone": (6, (6, 0, 1, 2, 3)),  # only in the baseline (skipped as bad in this run)
     }, {})
     rows = [(0, 1, {"m": [1, 2, 3, 4, 5]}), (1, 2, {"m": [0, 2, 3, 4, 5]}), (2, 3, {"m": [3, 0, 4, 5, 6]}),
-            (3, 4, {"m": [9, 4, 0, 1, 2]}), (4, 5, {"m": [1, 2, 3, 4, 6]}), (5, 7, {"m": [7, 0, 1, 2, 3]}),
+            (3, 4, {"m": [9, 4, 0, 1, 2]}), (4, 5, {"m": [1, 2, 3, 4, 6]}), (6, 7, {"m": [6, 0, 1, 2, 3]}),
+            (5, 7, {"m": [7, 0, 1, 2, 3]}),
             (1, 2, {"m": [0, 2, 3, 4, 5]})]  # a DDP duplicate is counted once
-    ids = ["i0", "i1", "i2", "i3", "i4", "new"]
+    ids = ["i0", "i1", "i2", "i3", "i4", "new", "i5"]
     s = compare(baseline, rows, ids, "m")
-    assert (s["num_images"], s["only_in_baseline"], s["only_in_this_run"]) == (5, 1, 1)
-    assert s["top1_discordant"] == {"only_baseline_correct": 2, "only_this_run_correct": 1}
-    assert s["top5_discordant"] == {"only_baseline_correct": 1, "only_this_run_correct": 1}
-    assert (s["baseline_top1"], s["top1"], s["top1_delta"]) == (60, 40, -20)
-    assert (s["baseline_top5"], s["top5"], s["top5_delta"]) == (80, 80, 0)
-    assert s["top1_mcnemar_p"] == mcnemar_exact(2, 1) == 1.0
+    assert (s["num_images"], s["only_in_baseline"], s["only_in_this_run"], s["labels_differ"]) == (6, 1, 1, 1)
+    assert s["top1_discordant"] == {"only_baseline_correct": 3, "only_this_run_correct": 1}
+    assert s["top5_discordant"] == {"only_baseline_correct": 2, "only_this_run_correct": 1}
+    assert (s["baseline_top1"], s["top1"], s["top1_delta"]) == pytest.approx((400 / 6, 200 / 6, -200 / 6))
+    assert (s["baseline_top5"], s["top5"], s["top5_delta"]) == pytest.approx((500 / 6, 400 / 6, -100 / 6))
+    assert s["top1_mcnemar_p"] == mcnemar_exact(3, 1) == pytest.approx(0.625) and s["top5_mcnemar_p"] == mcnemar_exact(2, 1)
     assert [(f["image_id"], f["baseline_top1"], f["top1"], f["baseline_correct"], f["correct"]) for f in s["flipped"]] == [
         ("i1", 2, 0, True, False), ("i2", 0, 3, False, True), ("i3", 0, 9, False, False), ("i4", 5, 1, True, False)]
     assert s["num_flipped"] == 4 and s["baseline_row"] == "converted"
@@ -340,7 +342,13 @@ def test_hub_revision_and_weights_of_a_hub_id_come_from_the_snapshot_loaded(tmp_
 
 def test_git_commit_is_silent_outside_a_checkout_of_the_package(tmp_path):
     assert git_commit(tmp_path / "cvt_port") is None  # not a repository
-    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
     inner = tmp_path / "repo" / "venv" / "site-packages" / "cvt_port"  # a wheel in a venv inside some checkout
     inner.mkdir(parents=True)
     assert git_commit(inner) is None
+    (repo / "cvt_port").mkdir()  # the checkout's own package folder: its commit
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_commit(repo / "cvt_port") == {"commit": head, "dirty": False}
