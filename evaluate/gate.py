@@ -19,6 +19,9 @@ images, and a check that could not have failed does not pass:
   from ``images_to_detect_disagreement`` images on. Below that, a pass is "not made". On the
   full set (the one the recorded figure belongs to) nothing is sampled and they are made.
 * A failure is always a failure: evidence against the model needs no power.
+* Against an earlier run (``--baseline``, :func:`baseline_check`): top-1 within ``gate.baseline_top1_tolerance``
+  points and at most ``gate.baseline_max_flipped`` of the images with another top-1; made at any number of
+  images, because the baseline is defined on exactly the images compared.
 
 The default ``detectable_drop`` is 1.0 top-1 point (``cvt_port.variants.DEFAULT_DETECTABLE_DROP``):
 a little over twice the 99% half-width of the full 50,000-image validation set at CvT-13's 81.6%
