@@ -70,11 +70,14 @@ def evaluate_model(
     revision: str | None = None,
     logger: str | list[str] | tuple[str, ...] = (),
     log_dir: str | Path = DEFAULT_LOG_DIR,
+    baseline: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
     unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
     ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate
-    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``."""
+    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``.
+    ``baseline``: an earlier run's output folder to compare with (``result.record["baseline"]``)."""
+    command = _call("evaluate_model", locals())
     return run_plan(EvalPlan(
         models=ModelSpec(model=str(model), config=None if config is None else str(config),
                          reference=_path(reference), stock=stock, with_stock=with_stock,
@@ -88,8 +91,19 @@ def evaluate_model(
                     tf32=tf32),
         report=ReportSpec(output=_path(output), summary=summary, update_card=update_card, push_to_hub=push_to_hub,
                           create_pr=create_pr, private=private, revision=revision, loggers=parse_loggers(logger),
-                          log_dir=Path(log_dir)),
+                          log_dir=Path(log_dir), baseline=_path(baseline),
+                          command=command),
     ))
+
+
+def _call(name: str, arguments: dict) -> str:
+    """``evaluate_model(model='m', data='d', subset=100)``: the call as made, its defaults left out (provenance)."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(evaluate_model).parameters.items()}
+    shown = [f"{k}={str(v)!r}" if isinstance(v, (str, Path)) else f"{k}={v!r}"  # str(): Path, Preprocessing
+             for k, v in arguments.items() if k in defaults and v != defaults[k]]
+    return f"{name}({', '.join(shown)})"
 
 
 def build_cache(plan: EvalPlan, cache_dir: str | Path) -> Path:

@@ -11,6 +11,7 @@ Parsed arguments never leave this module.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
@@ -41,6 +42,7 @@ FLAGS = {
     "report.update_card": "--update-card", "report.push_to_hub": "--push-to-hub", "report.create_pr": "--create-pr",
     "report.private": "--private", "report.revision": "--revision",
     "report.loggers": "--logger", "report.log_dir": "--log-dir",
+    "report.baseline": "--baseline",
 }
 
 
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-dir", metavar="DIR", default=str(DEFAULT_LOG_DIR), help="where csv and tensorboard logs "
                    f"go, one version_N folder per run (default: ./{DEFAULT_LOG_DIR}/; wandb and mlflow also use it "
                    "unless their own settings say otherwise); not in --output, which holds one run's reports")
+    r.add_argument("--baseline", metavar="DIR", help="an earlier run's --output folder: compare with its predictions "
+                   "image by image (same images required), list the images whose top-1 changed (flipped.csv), and "
+                   "fail the gate on a regression (gate.baseline_top1_tolerance, gate.baseline_max_flipped)")
     r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
     rel = p.add_argument_group("release (only after the gate PASSED; on fail, not made or error: nothing)")
     rel.add_argument("--update-card", action="store_true", help="write the measured results into the model "
@@ -172,8 +177,16 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
         ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT,
                    update_card=args.update_card, push_to_hub=args.push_to_hub, create_pr=args.create_pr,
                    private=args.private, revision=args.revision,
-                   loggers=parse_loggers(args.logger), log_dir=Path(args.log_dir)),
+                   loggers=parse_loggers(args.logger), log_dir=Path(args.log_dir),
+                   baseline=path(args.baseline)),
     )
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a shell would take it again (report.json's provenance)."""
+    import shlex
+
+    return " ".join([PROGRAM, *map(shlex.quote, argv)])
 
 
 def is_demo(args: argparse.Namespace) -> bool:
@@ -190,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         quiet_libraries(args.verbose)
         models, data, run, report = plan_parts(args)
+        report = dataclasses.replace(report, command=command_line(argv))
         if is_demo(args):
             from .default import demo_plan
 

@@ -19,6 +19,9 @@ images, and a check that could not have failed does not pass:
   from ``images_to_detect_disagreement`` images on. Below that, a pass is "not made". On the
   full set (the one the recorded figure belongs to) nothing is sampled and they are made.
 * A failure is always a failure: evidence against the model needs no power.
+* Against an earlier run (``--baseline``, :func:`baseline_check`): top-1 within ``gate.baseline_top1_tolerance``
+  points and at most ``gate.baseline_max_flipped`` of the images with another top-1; made at any number of
+  images, because the baseline is defined on exactly the images compared.
 
 The default ``detectable_drop`` is 1.0 top-1 point (``cvt_port.variants.DEFAULT_DETECTABLE_DROP``):
 a little over twice the 99% half-width of the full 50,000-image validation set at CvT-13's 81.6%
@@ -33,7 +36,8 @@ import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-from cvt_port.variants import DEFAULT_DETECTABLE_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_TOP1_TOLERANCE, Variant
+from cvt_port.variants import (DEFAULT_BASELINE_MAX_FLIPPED, DEFAULT_BASELINE_TOP1_TOLERANCE, DEFAULT_DETECTABLE_DROP,
+                               DEFAULT_MIN_AGREEMENT, DEFAULT_TOP1_TOLERANCE, Variant)
 
 from .stats import (
     GATE_CONFIDENCE,
@@ -154,6 +158,31 @@ def gate_checks(primary, reference, variant: Variant | None, num_samples: int, f
         checks = paired_checks(primary, reference, variant, num_samples, full)
     checks.append(recorded_check(primary, variant, num_samples, full))
     return checks
+
+
+def baseline_check(comparison: dict, variant: Variant | None) -> Check:
+    """This run against an earlier run's reports on the very same ordered image list (``--baseline``; see
+    :mod:`evaluate.baseline`): a regression is a top-1 drop beyond ``gate.baseline_top1_tolerance`` points or more
+    changed top-1 predictions than ``gate.baseline_max_flipped`` (a fraction of the images) allows; the defaults
+    (no variant known: a plain Hugging Face folder) are in :mod:`cvt_port.variants`.
+
+    Unlike the checks against the original on a subset, this one is made at any number of images: the baseline
+    is defined on exactly these images (the two image lists' sha256 are equal, or the run stopped before its
+    first batch), so whether a prediction changed is observed, not estimated; ``resolution`` says what a sample
+    of this size would show about the rest of the data."""
+    tol = variant.baseline_top1_tolerance if variant else DEFAULT_BASELINE_TOP1_TOLERANCE
+    budget = variant.baseline_max_flipped if variant else DEFAULT_BASELINE_MAX_FLIPPED
+    n, flipped = comparison["num_images"], comparison["num_flipped"]
+    if n <= 0:
+        return Check("baseline", CheckStatus.NOT_MADE, "no image was evaluated in both runs")
+    allowed = math.floor(budget * n + EPS)
+    delta = comparison["top1_delta"]
+    ok = delta >= -tol - EPS and flipped <= allowed
+    detail = (f"top-1 {delta:+.3f} points vs the baseline (tolerance {tol:g}), McNemar p {comparison['top1_mcnemar_p']:.3g}; "
+              f"{flipped} of {n} images changed their top-1 (budget {100 * budget:g}% = {allowed})")
+    resolution = (f"exact on the {n} images both runs evaluated (one image = {100 / n:.3g} points); as a sample of "
+                  f"more images, a change on {_pct(detectable_disagreement(n))}% of them shows with 99% probability")
+    return Check("baseline", CheckStatus.PASS if ok else CheckStatus.FAIL, detail, resolution)
 
 
 def verdict(checks: list[Check]) -> CheckStatus:

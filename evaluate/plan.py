@@ -190,6 +190,12 @@ class ReportSpec:
     # and replaced whole at the end
     loggers: tuple[str, ...] = ()
     log_dir: Path = DEFAULT_LOG_DIR
+    # An earlier run's output folder to compare this run's predictions with (evaluate.baseline). A report-side
+    # field: it changes neither what is evaluated nor how, only what the reports compare and the gate checks.
+    baseline: Path | None = None
+    # What made the run, recorded in report.json's provenance: the command line (the CLI passes it as text:
+    # parsed arguments never leave the CLI), ``evaluate_model(...)`` from the API, None when a plan is run as is.
+    command: str | None = None
 
 
 @dataclass(frozen=True)

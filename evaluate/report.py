@@ -17,9 +17,10 @@ from pathlib import Path
 
 from cvt_port.atomic import staged_dir
 from cvt_port.outputs import check_output_folder
-from cvt_port.provenance import library_versions
+from cvt_port.provenance import LIBRARIES, library_versions
 
-from .gate import Check, gate_checks, verdict
+from . import baseline as baseline_
+from .gate import Check, baseline_check, gate_checks, verdict
 from .plan import PlanError
 from .real_labels import real_labels_for
 from .result import RunFacts
@@ -50,14 +51,20 @@ def real_top1(rows, image_ids, name: str) -> float | None:
 
 
 def build_record(*, results: dict, primary: str, reference: str | None, run: RunFacts, variant, image_ids,
-                 full: bool) -> dict:
-    """The flat record. ``run`` carries the settings (model, data, precision, devices, ...)."""
+                 full: bool, image_processor: dict | None = None, provenance: dict | None = None,
+                 baseline: baseline_.Baseline | None = None) -> dict:
+    """The flat record. ``run`` carries the settings (model, data, precision, devices, ...); ``provenance`` what
+    made the run (:func:`cvt_port.provenance.run_provenance`); ``baseline`` an earlier run's reports to compare
+    with (adds the ``baseline`` section and check)."""
     models = results["models"]
     p = models[primary]
     ref = models.get(reference) if reference else None
     n = p.count
     rows = results["rows"]
     checks: list[Check] = gate_checks(p, ref, variant, n, full)
+    against = baseline_.compare(baseline, rows, image_ids, primary) if baseline is not None else None
+    if against is not None:
+        checks.append(baseline_check(against, variant))
     cmp = compare(rows, image_ids, primary, reference) if ref else None
     lo, hi = wilson_interval(round(p.top1 * n / 100), n, 0.95)
     elapsed = results["elapsed_s"]
@@ -81,7 +88,9 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         "images_per_second": _steady_rate(results, n),
         "pass_seconds": elapsed,
         "subset_sha256": run.subset_sha256,
-        "versions": library_versions("torch", "transformers", "lightning", "torchmetrics"),
+        "versions": library_versions(*LIBRARIES),
+        "image_processor": image_processor,  # the folder's processor class and backend (preprocessing hf)
+        "provenance": provenance,
         # beyond the flat core: where the figures came from, and every model side by side
         "recorded_top1": variant.reference_top1 if variant else None,
         "data": run.data,
@@ -99,6 +108,9 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
             for m in models.values()
         ],
     }
+    if against is not None:
+        against["environment_differences"] = baseline_.environment_differences(baseline.record, record)
+        record["baseline"] = against
     return record
 
 
@@ -131,16 +143,19 @@ def markdown(record: dict) -> str:
            f"**Gate: {record['gate'].upper()}**", "", "| check | status | detail |", "|---|---|---|"]
     out += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in record["checks"]]
     out += ["", "| field | value |", "|---|---|"]
-    skip = {"checks", "models", "top1_differs", "bad_images"}
+    skip = {"checks", "models", "top1_differs", "bad_images", "baseline"}
     out += [f"| {k} | {json.dumps(v) if isinstance(v, (list, dict)) else v} |" for k, v in record.items() if k not in skip]
     if record.get("top1_differs"):
         out += ["", "Images whose top-1 differs from the original: " + ", ".join(record["top1_differs"][:200])]
     if record.get("bad_images"):
         out += ["", "Skipped bad images:", *[f"- {m}" for m in record["bad_images"]]]
+    if record.get("baseline"):
+        out += ["", *baseline_.markdown_lines(record["baseline"])]
     return "\n".join(out) + "\n"
 
 
 REPORT_FILES = ("report.json", "report.md", "predictions.csv", "per_class.csv")
+OPTIONAL_REPORT_FILES = (baseline_.FLIPPED_FILE,)  # written when the run has them (a baseline comparison)
 _OURS_HIDDEN = re.compile(r"^\..+\.(tmp|old)-")  # cvt_port.atomic's and the converter's temporary names
 
 
@@ -172,8 +187,10 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
             pc.append([c, name, counts[c], *[f"{m.per_class[c]:.4f}" for m in results["models"].values()]])
     texts = {"report.json": json.dumps(record, indent=2) + "\n", "report.md": markdown(record),
              "predictions.csv": _csv(lines), "per_class.csv": _csv(pc)}
+    if record.get("baseline"):
+        texts[baseline_.FLIPPED_FILE] = baseline_.flipped_csv(record["baseline"])
     with staged_dir(output) as tmp:
-        for name in REPORT_FILES:
+        for name in texts:
             with open(tmp / name, "w", encoding="utf-8", newline="") as fh:
                 fh.write(texts[name])
         _carry_over(output, tmp)
@@ -202,7 +219,7 @@ def check_output(output: Path) -> None:
 def _ours(entry: Path) -> bool:
     """A report file, a converted model folder (the default demo writes one into the output folder), or a temporary
     folder of ours."""
-    if entry.name in REPORT_FILES or _OURS_HIDDEN.match(entry.name):
+    if entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name):
         return True
     return entry.is_dir() and not entry.is_symlink() and ((entry / "config.json").is_file()
                                                            or (entry / "conversion.json").is_file())
@@ -215,7 +232,7 @@ def _carry_over(old: Path, new: Path) -> None:
     if not old.is_dir():
         return
     for entry in old.iterdir():
-        if entry.name in REPORT_FILES or _OURS_HIDDEN.match(entry.name) or not _ours(entry):
+        if entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name) or not _ours(entry):
             continue
         for _ in range(3):  # a concurrent conversion may swap the folder while it is being linked: retry
             try:
@@ -255,4 +272,6 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
         w(f"{record['num_bad_images']} bad image(s) skipped (listed in report.md)")
     for c in record["checks"]:
         w(f"  [{c['status']:>8}] {c['name']}: {c['detail']}")
+    for line in baseline_.summary_lines(record["baseline"]) if record.get("baseline") else []:
+        w(line)
     w(f"GATE: {record['gate'].upper()}   (reports in {output})")

@@ -6,8 +6,12 @@ what the plan's :class:`~evaluate.plan.ReportSpec` asks for."""
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, weights_provenance
+
+from .baseline import check_same_images, read_baseline
 from .candidates import build_candidates, tune_models
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
@@ -27,6 +31,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     from .trainer import cluster_environment, make_trainer, run_validation
 
     m, d, r = plan.models, plan.data, plan.run
+    started = utc_now()
     trainer = make_trainer(r, plan.report)  # before any loading: an impossible device setting fails fast
     overrides = env_overrides()
     if trainer.is_global_zero and plan.report.summary:
@@ -35,13 +40,21 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if plan.report.output is not None:
         check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
     check_before_pass(plan.report, m.model)  # --update-card/--push-to-hub: a local, writable folder; a token
+    # an earlier run to compare with: its files are read and checked before any model or data is loaded
+    baseline = read_baseline(plan.report.baseline) if plan.report.baseline is not None else None
     folder = inspect_folder(m.model)
+    # the evaluated weights' sha256, read meanwhile (hashlib releases the GIL: a 1 GB file costs the pass nothing)
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="cvt-port-sha256")
+    weights = hashing.submit(weights_provenance, folder.source, folder.is_local, folder.conversion_facts())
+    hashing.shutdown(wait=False)
     variant = resolve_variant(m.config, folder)
     if m.reference is not None and not Path(m.reference).exists():
         raise PlanError("models.reference", "no such file", m.reference)
     # a bad data path, or labels the model does not have, are reported before any model is loaded
     inputs = prepare_data(d, folder.label2id, num_classes(folder, variant))
     check_shipped_data(s.image_id for s in inputs.samples)
+    if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
+        check_same_images(baseline, samples_sha256(inputs.samples))
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
@@ -91,10 +104,12 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     )
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
-    record = build_record(results=results, primary=primary, reference=reference, run=facts,
-                          variant=variant, image_ids=image_ids, full=full)
     hf_transform = transforms.get("hf")
-    record["image_processor"] = hf_transform.describe() if hf_transform is not None else None
+    record = build_record(results=results, primary=primary, reference=reference, run=facts,
+                          variant=variant, image_ids=image_ids, full=full,
+                          image_processor=hf_transform.describe() if hf_transform is not None else None,
+                          provenance=run_provenance(plan.report.command, started, weights.result()),
+                          baseline=baseline)
     output = Path(plan.report.output) if plan.report.output is not None else None
 
     def report() -> None:
@@ -165,6 +180,7 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
     import torch
 
     facts = hardware_facts(trainer.strategy.root_device)
+    facts["driver"] = cuda_driver_version() if facts["cuda"] else None
     facts["sdpa_backend"] = None
     if attention == "sdpa":
         dims, heads = config.get("embed_dim"), config.get("num_heads")

@@ -17,7 +17,8 @@ from evalkit import evaluate_cli, make_half_right_imagefolder, wnids
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
             "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
-            "preprocessing", "precision", "devices", "world_size", "images_per_second", "subset_sha256", "versions"]
+            "preprocessing", "precision", "devices", "world_size", "images_per_second", "subset_sha256", "versions",
+            "provenance", "hardware", "image_processor"]
 
 
 @pytest.fixture(scope="module")

@@ -178,3 +178,34 @@ def test_a_run_refuses_a_foreign_output_folder_before_its_pass(tmp_path, capsys)
     assert code == 2 and captured.err.strip().splitlines()[-1].endswith("give a new or empty folder")
     assert "Validation" not in captured.out + captured.err  # refused before the pass
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_baseline_comparison_adds_flipped_csv_and_the_next_run_replaces_it(tmp_path):
+    """flipped.csv belongs to the run that compared (all its flipped images); a folder holding one is a previous
+    run's, and a later run without a baseline leaves none behind (the folder is replaced whole)."""
+    from evaluate.baseline import Baseline, compare
+
+    record, results, image_ids = fake_run("b", n=6)
+    before = Baseline(tmp_path, {"subset_sha256": "x"}, {i: (r[1], (r[1], 0, 1, 2, 3)) for i, r in
+                                                          zip(image_ids, results["rows"])}, {"report.json": "h"})
+    record["baseline"] = {**compare(before, results["rows"], image_ids, "converted"), "environment_differences": {}}
+    out = tmp_path / "out"
+    write_reports(out, record, results, image_ids, "converted", None, ["a", "b", "c"])
+    with open(out / "flipped.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    flipped = [(i, str(r[1]), str(r[2]["converted"][0])) for i, r in zip(image_ids, results["rows"])
+               if r[2]["converted"][0] != r[1]]
+    assert [(r["image_id"], r["baseline_top1"], r["top1"]) for r in rows] == flipped and flipped
+    assert all((r["baseline_correct"], r["correct"]) == ("true", "false") for r in rows)
+    md = (out / "report.md").read_text()
+    assert f"{len(flipped)} of 6 images changed their top-1" in md and flipped[0][0] in md
+    check_output(out)  # a previous run's folder, flipped.csv included
+    write(out, "next")
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+
+
+def test_markdown_shows_the_provenance(tmp_path):
+    record, results, image_ids = fake_run("p")
+    record["provenance"] = {"command": "python -m evaluate --subset 6", "started_utc": "2026-01-01T00:00:00+00:00"}
+    text = report.markdown(record)
+    assert "| provenance |" in text and "python -m evaluate --subset 6" in text
