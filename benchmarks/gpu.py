@@ -20,15 +20,18 @@ release format and converted by ``cvt_port.convert`` (as every benchmark gets it
   the steps; harness / harness with the reference.
 
 Budget (one H200-class GPU, 16 cores; an estimate, not yet measured on a GPU): imports and CUDA start ~15 s;
-per model a setup (random weights, conversion with its CPU parity probe, 512 or 128 generated JPEGs, the
-cache) of ~10 s (CvT-13) and ~30 s (W24); per eager cell 1 bare loop + 3 harness runs of 2-8 s each
-(Trainer, model load, DataLoader workers; the passes themselves take under a second: 512 CvT-13 images,
-128 W24 images), ~15 s for CvT-13 and ~30 s for W24; a compile cell compiles 4-5 times (bare, JPEG,
-cache, and the converted and the reference models of the reference run; inductor's caches make the
-later ones cheaper), ~60-120 s. Sum ~260-330 s: hence the budget, ``--budget-s`` (default 240 s, from the
-check's start): a run starts only when the time spent plus its estimate (the model's fp32 run of the same kind,
-x4 for compile) fits, and a cell or run that does not fit is reported as skipped ("budget"), so the command
-ends within 5 minutes; the order (CvT-13 first, compile last per model) puts the figures that matter most first.
+per model a setup (random weights, the head set on 16 probe images, conversion with its CPU parity probe, 512
+or 128 generated 500x375 JPEGs, the cache) of ~10 s (CvT-13) and ~25 s (W24); per eager cell 1 bare loop + 3
+harness runs of 2-8 s each (Trainer, model load, 8 DataLoader workers; the passes themselves take about a
+second: 512 CvT-13 images, 128 W24 images), ~10 s for CvT-13 and ~20 s for W24, so the eight eager cells and
+both setups take ~150 s; a compile cell compiles 4-5 times (bare, JPEG, cache, and the converted and the
+reference models of the reference run; inductor's caches make the later ones cheaper), ~60-120 s each. That
+is ~270-330 s in all: hence the budget, ``--budget-s`` (default 240 s, counted from the check's start): a run
+starts only when the time spent plus its estimate (the model's fp32 run of the same kind, x6 under compile)
+fits, a cell or run that does not fit is reported as skipped ("budget"), and the command ends within 5
+minutes. The order puts what matters most first: both models' eager cells (fp32, tf32, bf16, sdpa: the
+numerics policies), then CvT-13's compile cell, then W24's. Every run's figures are also logged to stderr as
+it ends, so a check cut short still leaves them.
 
 Smoke mode (``--smoke``/``--tiny``, and always without CUDA): the same code on the CPU with tiny sizes (the
 tiny 1000-class CvT of ``configs/testing/tiny-imagenet.yaml`` evaluated at 64x64, 8 photos, batch 4, no
@@ -111,7 +114,8 @@ class Sizes:
             small.write_text(tiny.replace("img_size: 224", "img_size: 64").replace(
                 "name: tiny-imagenet\n", "name: tiny-imagenet-64\n"))
             return cls(smoke=True, device="cpu", models=[("tiny-imagenet-64", str(small))],
-                       images={"tiny-imagenet-64": 8}, batch={"tiny-imagenet-64": 4}, warmup_batches=1, timed_batches=2, num_workers=0,
+                       images={"tiny-imagenet-64": 8}, batch={"tiny-imagenet-64": 4}, warmup_batches=1,
+                       timed_batches=2, num_workers=0,
                        compile=bool(plan.tiny and plan.compile), budget_s=budget)
         return cls(smoke=False, device="cuda", models=[("cvt-13-224", "cvt-13-224"),
                                                        ("cvt-w24-384-22k", "cvt-w24-384-22k")],
@@ -328,16 +332,64 @@ def prepare(ws: Workspace, label: str, config: str, sz: Sizes) -> dict:
         cache = build_cache(plan, root / "cache")
     return {"label": label, "config": config, "pth": pth, "hf": hf, "photos": photos, "cache": cache,
             "img_size": variant.preprocessing.img_size, "batch": sz.batch[label], "images": sz.images[label],
-            "checkpoint_mib": round(pth.stat().st_size / 2**20, 1), **probe, "setup_s": round(time.perf_counter() - t0, 2)}
+            "checkpoint_mib": round(pth.stat().st_size / 2**20, 1), **probe,
+            "setup_s": round(time.perf_counter() - t0, 2)}
 
 
 def _estimate(kind: str, setting: str, done: dict):
-    """Seconds the next run of ``kind`` may take: the model's fp32 run of that kind (x4 for compile)."""
+    """Seconds the next run of ``kind`` may take: the model's fp32 run of that kind (x6 for compile)."""
     base = done.get(("fp32", kind))
-    return None if base is None else base * (4 if setting == "compile" else 1.2)
+    return None if base is None else base * (6 if setting == "compile" else 1.2)
+
+
+def sync_selftest(cuda: bool):
+    """Whether the sync counter sees a synchronisation on this torch: one ``.item()`` must count 1 (None off
+    CUDA). A counter that sees none would report 0 synchronisations per step, which would look like a result."""
+    if not cuda:
+        return None
+    import torch
+
+    x = torch.ones(2, device="cuda")
+    with SyncCounter(True) as c:
+        x.sum().item()
+    return c.count
+
+
+def _brief(run: dict) -> str:
+    keys = (("images_per_second", "img/s", ".1f"), ("max_abs_logit_diff", "max|dlogit|", ".2g"),
+            ("agreement", "agree", ".4f"), ("peak_mib", "peak MiB", ".0f"), ("syncs_per_step", "syncs/step", ".1f"))
+    parts = [f"{label} {fmt(run[k], spec)}" for k, label, spec in keys if run.get(k) is not None]
+    return ", ".join(parts + [f"{run['wall_s']:.1f} s"] + [run[k] for k in ("error", "skipped") if k in run])
+
+
+def _cell(ws: Workspace, m: dict, sz: Sizes, setting: str, flags: dict, done: dict, t_start: float) -> dict:
+    """One model under one setting: its runs (each skipped when the budget cannot take it)."""
+    cell: dict = {"model": m["label"], "setting": setting, "flags": flags, "skipped": None}
+    for kind in RUNS:
+        elapsed, est = time.perf_counter() - t_start, _estimate(kind, setting, done)
+        if sz.budget_s is not None and (elapsed > sz.budget_s or (est and elapsed + est > sz.budget_s)):
+            cell[kind] = {"skipped": f"budget ({elapsed:.0f} s used of {sz.budget_s:.0f}; "
+                                     f"this run ~{fmt(est, '.0f')} s)"}
+            continue
+        t0 = time.perf_counter()
+        try:
+            if kind == "bare":
+                cell[kind] = bare_forward(m["hf"], m["img_size"], m["batch"], sz, **flags)
+            else:
+                cell[kind] = harness(m, sz, flags, cache=kind != "jpeg", reference=kind == "reference")
+        except Exception as exc:  # one failed run (out of memory, say) must not lose the others
+            cell[kind] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            ws.notes.append(f"6: {m['label']} {setting} {kind}: {cell[kind]['error'][:200]}")
+        cell[kind]["wall_s"] = done[(setting, kind)] = round(time.perf_counter() - t0, 2)
+        progress(f"  {m['label']} {setting} {kind}: {_brief(cell[kind])}")  # the log keeps it if the check is cut
+    if all("skipped" in cell[k] for k in RUNS):
+        cell["skipped"] = cell["bare"]["skipped"]
+    return cell
 
 
 def run(ws: Workspace, sections: dict) -> dict:
+    """Every model's eager settings first, then the compile cells (the slowest): within the budget, the
+    numerics of both models come before compilation."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -346,56 +398,47 @@ def run(ws: Workspace, sections: dict) -> dict:
     out: dict = {"description": "bare forward and harness (run_plan, output None) images/s, converted vs reference "
                                 "max |logit diff| and top-1 agreement, peak GPU memory, synchronisations per step",
                  "device": torch.cuda.get_device_name(0) if sz.device == "cuda" else "cpu",
-                 "sizes": asdict(sz), "models": {}, "cells": []}
+                 "sizes": asdict(sz), "sync_selftest": sync_selftest(sz.device == "cuda"), "models": {}, "cells": []}
     if sz.smoke:
-        ws.notes.append("6: smoke mode on the CPU: tiny CvT at 64x64, 8 generated photos, batch 4; figures exercise the code "
-                        "path, they do not measure a GPU")
-    for label, config in sz.models:
-        elapsed = time.perf_counter() - t_start
-        if sz.budget_s is not None and elapsed > sz.budget_s:
-            out["cells"] += [{"model": label, "setting": s, "skipped": f"budget ({elapsed:.0f} s of {sz.budget_s:.0f})"}
-                             for s, _ in SETTINGS]
-            continue
-        progress(f"gpu: preparing {label}")
-        m = prepare(ws, label, config, sz)
-        out["models"][label] = {k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()}
-        done: dict = {}
-        for setting, flags in SETTINGS:
-            cell: dict = {"model": label, "setting": setting, "flags": flags, "skipped": None}
-            out["cells"].append(cell)
-            if setting == "compile" and not sz.compile:
-                cell["skipped"] = ("smoke mode: torch.compile on the CPU takes ~40 s (--compile measures it)"
-                                   if sz.smoke else "--no-compile")
+        ws.notes.append("6: smoke mode on the CPU: tiny CvT at 64x64, 8 generated photos, batch 4; figures exercise "
+                        "the code path, they do not measure a GPU")
+    if out["sync_selftest"] not in (None, 1):
+        ws.notes.append(f"6: the sync counter counted {out['sync_selftest']} synchronisations for one .item(): "
+                        "the syncs/step figures are not to be trusted on this torch")
+    cells, prepared, done = {}, {}, {}
+    for phase in ("eager", "compile"):
+        for label, config in sz.models:
+            settings = [(s, f) for s, f in SETTINGS if (s == "compile") == (phase == "compile")]
+            elapsed = time.perf_counter() - t_start
+            if phase == "compile" and not sz.compile:
+                why = "smoke mode: torch.compile on the CPU takes ~40 s (--compile measures it)" if sz.smoke \
+                    else "--no-compile"
+                cells.update({(label, s): {"model": label, "setting": s, "skipped": why} for s, _ in settings})
                 continue
-            for kind in RUNS:
-                elapsed, est = time.perf_counter() - t_start, _estimate(kind, setting, done)
-                if sz.budget_s is not None and (elapsed > sz.budget_s or (est and elapsed + est > sz.budget_s)):
-                    cell[kind] = {"skipped": f"budget ({elapsed:.0f} s used of {sz.budget_s:.0f}; this run ~{fmt(est, '.0f')} s)"}
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    if kind == "bare":
-                        cell[kind] = bare_forward(m["hf"], m["img_size"], m["batch"], sz, **flags)
-                    else:
-                        cell[kind] = harness(m, sz, flags, cache=kind != "jpeg", reference=kind == "reference")
-                except Exception as exc:  # one failed run (out of memory, say) must not lose the others
-                    cell[kind] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-                    ws.notes.append(f"6: {label} {setting} {kind}: {cell[kind]['error'][:200]}")
-                cell[kind]["wall_s"] = done[(setting, kind)] = round(time.perf_counter() - t0, 2)
-                progress(f"  {label} {setting} {kind}: {fmt(cell[kind].get('images_per_second'), '.1f')} img/s, "
-                         f"{cell[kind]['wall_s']:.1f} s")
-            if setting == "compile":
+            if label not in prepared and sz.budget_s is not None and elapsed > sz.budget_s:
+                cells.update({(label, s): {"model": label, "setting": s,
+                                           "skipped": f"budget ({elapsed:.0f} s used of {sz.budget_s:.0f})"}
+                              for s, _ in settings})
+                continue
+            if label not in prepared:
+                progress(f"gpu: preparing {label}")
+                prepared[label] = prepare(ws, label, config, sz)
+                out["models"][label] = {k: (str(v) if isinstance(v, Path) else v) for k, v in prepared[label].items()}
+                progress(f"gpu: {label} ready in {prepared[label]['setup_s']:.1f} s")
+            for setting, flags in settings:
+                cells[(label, setting)] = _cell(ws, prepared[label], sz, setting, flags, done.setdefault(label, {}),
+                                                t_start)
+            if phase == "compile":
                 torch._dynamo.reset()
-            if all("skipped" in cell.get(k, {}) for k in RUNS):
-                cell["skipped"] = cell["bare"]["skipped"]
-        del m
+    out["cells"] = [cells[(label, s)] for label, _ in sz.models for s, _ in SETTINGS]  # table order
     out["wall_s"] = round(time.perf_counter() - t_start, 1)
     out["process_max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     ws.notes.append("6: figures per model and setting: images/s of the bare forward, of the harness from JPEG and "
                     "from the cache; converted vs reference (a --reference run on the cache): max |logit diff| and "
                     "top-1 agreement; peak GPU memory allocated bare/harness/harness+reference; host-device "
                     "synchronisations per step harness/harness+reference (- where a CPU cannot measure: this "
-                    f"process's peak RSS was {out['process_max_rss_mib']:.0f} MiB); ratio = harness on the cache / bare")
+                    f"process's peak RSS was {out['process_max_rss_mib']:.0f} MiB); "
+                    "ratio = harness on the cache / bare")
     return out
 
 
