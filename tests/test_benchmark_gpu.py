@@ -154,8 +154,10 @@ def test_the_gpu_plan_covers_both_variants_every_setting_and_a_budget():
 
 
 def test_a_spent_budget_skips_cells_and_says_so(tmp_path):
+    """(and the check needs no photos: a lent GPU machine has no ../shared/data)"""
     out = tmp_path / "gpu.json"
-    proc = _bench("--smoke", "--budget-s", "0", "--workdir", tmp_path, "--output", out, timeout=300)
+    proc = _bench("--smoke", "--budget-s", "0", "--photos", tmp_path / "absent", "--workdir", tmp_path,
+                  "--output", out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cells = json.loads(out.read_text())["sections"][gpu.KEY]["cells"]
     assert [c["setting"] for c in cells] == SETTINGS
