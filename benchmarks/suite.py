@@ -28,8 +28,8 @@ from .report import format_table, machine_info, write_results
 from .timing import REPO, TARGETS, cpu_times, disturbance, fmt, progress
 from .workspace import Plan, Workspace
 
-BENCHMARKS = ("harness_overhead", "cache_vs_jpeg", "conversion", "options", "scaling")  # table order
-DEFAULT = BENCHMARKS  # what a plain `python -m benchmarks` runs
+BENCHMARKS = ("harness_overhead", "cache_vs_jpeg", "conversion", "options", "scaling", "gpu")  # table order
+DEFAULT = BENCHMARKS[:-1]  # what a plain `python -m benchmarks` runs (gpu: `python -m benchmarks gpu`, on a GPU)
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample-100"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results.json"
 SCHEMA = 1
@@ -54,15 +54,17 @@ def with_needs(names: list[str]) -> list[str]:
     return [n for n in BENCHMARKS if n in wanted]
 
 
-def notes_of(plan: Plan, ws: Workspace, start: dict, total: dict, per_section: dict, wall: float) -> list[str]:
+def notes_of(plan: Plan, ws: Workspace, start: dict, total: dict, per_section: dict, wall: float,
+             shared: bool = True) -> list[str]:
+    """The run's notes; ``shared``: whether a benchmark used the plan's model and photos (their sizes noted)."""
     notes = list(ws.notes)
-    if not plan.tiny:
+    if shared and not plan.tiny:
         notes.append(f"{plan.images} images per harness pass (the 100 photos, some twice, through links), batch "
                      f"size {plan.batch_size}; the batch sweep times {plan.sweep_images} images per size and pass; "
                      "sized to keep the full run under 15 minutes on 2 cores")
-    if plan.reference_subset:
+    if shared and plan.reference_subset:
         notes.append(f"--reference runs (two models per pass) use --subset {plan.reference_subset}")
-    if plan.tiny:
+    if shared and plan.tiny:
         notes.append(f"--tiny: tiny CvT, {plan.images} photos, 1 repeat, tiny conversion, no compile, bf16/sdpa speed "
                      "taken from their --reference runs: figures exercise the code, they do not measure the targets")
     for key, d in per_section.items():
@@ -91,7 +93,8 @@ def run_benchmarks(names: list[str], plan: Plan, photos: Path, work: Path, comma
         "targets": {k: {"op": op, "value": v} for k, (op, v) in TARGETS.items()},
     }
     progress(f"benchmarks: work folder {work}; load average {os.getloadavg()[0]:.2f}")
-    if any(getattr(load(n), "USES_MODEL", True) for n in names):
+    shared = any(getattr(load(n), "USES_MODEL", True) for n in names)
+    if shared:
         progress("setup: random model in the release format, converted")
         results["setup"] = ws.setup()
     sections, per_section = {}, {}
@@ -104,7 +107,7 @@ def run_benchmarks(names: list[str], plan: Plan, photos: Path, work: Path, comma
     results["sections"] = sections
     results["disturbance"] = total = disturbance(start, cpu_times())
     results["total_wall_s"] = round(time.perf_counter() - t_start, 1)
-    results["notes"] = notes_of(plan, ws, start, total, per_section, results["total_wall_s"])
+    results["notes"] = notes_of(plan, ws, start, total, per_section, results["total_wall_s"], shared)
     results["table"] = [r for n in names for r in load(n).rows(results)]
     results["table_text"] = format_table(results["table"])
     return results
@@ -116,8 +119,11 @@ def build_parser(prog: str, partial: bool) -> argparse.ArgumentParser:
     if not partial:
         p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(BENCHMARKS)} "
                        "(default: all; those they read from run too)")
-    p.add_argument("--tiny", action="store_true", help="a tiny model, 8 photos, 1 repeat, a tiny conversion, no "
-                   "compile: every benchmark in about a minute (for the tests)")
+    p.add_argument("--tiny", "--smoke", dest="tiny", action="store_true", help="a tiny model, 8 photos, 1 repeat, a "
+                   "tiny conversion, no compile: every benchmark in about a minute (for the tests); gpu: its CPU smoke "
+                   "mode (also without CUDA)")
+    p.add_argument("--budget-s", type=float, help="gpu: seconds its cells may take; a run that would not fit is "
+                   "reported as skipped (default 240 on a GPU, none in smoke mode)")
     p.add_argument("--repeats", type=int, help="repeats per timed figure; the median is reported (default 3)")
     p.add_argument("--images", type=int, help="images per harness pass (default 192: the 100 photos, 92 of them "
                    "twice, through links; --tiny: 8)")
@@ -149,13 +155,13 @@ def main(argv: list[str] | None = None, only: list[str] | None = None) -> int:
         print(f"error: unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
     photos = args.photos.expanduser().resolve()
-    if not photos.is_dir():
+    if not photos.is_dir() and any(getattr(load(n), "USES_PHOTOS", True) for n in with_needs(names)):
         print(f"error: --photos {photos}: no such folder (any val/<wnid>/*.JPEG folder will do)", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = Plan.make(tiny=args.tiny, repeats=args.repeats, images=args.images, batch_size=args.batch_size,
-                     compile=args.compile)
+                     compile=args.compile, budget_s=args.budget_s)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cvt-bench-", dir=args.workdir))

@@ -45,10 +45,11 @@ class Plan:
     # DataLoader workers of every harness run, passed as --num-workers: the benchmark states its settings
     # rather than reading the CLI's default (min(4, cores), the harness's default when this was written)
     num_workers: int = field(default_factory=lambda: min(4, usable_cores()))
+    budget_s: float | None = None  # seconds a budgeted benchmark (gpu) may take; None: its own default
 
     @classmethod
     def make(cls, *, tiny: bool = False, repeats: int | None = None, images: int | None = None,
-             batch_size: int | None = None, compile: bool | None = None) -> "Plan":
+             batch_size: int | None = None, compile: bool | None = None, budget_s: float | None = None) -> "Plan":
         """The full plan (or the ``tiny`` one, every benchmark in about a minute); None keeps a default."""
         if tiny:
             plan = cls(tiny=True, repeats=1, images=8, batch_size=4, reference_subset=None, refusal_subset=4,
@@ -66,6 +67,7 @@ class Plan:
             plan.batch_size = batch_size
         if compile is not None:
             plan.compile = compile
+        plan.budget_s = budget_s
         plan.refusal_subset = min(plan.refusal_subset, max(1, plan.images // 2))
         if plan.reference_subset is not None and plan.reference_subset >= plan.images:
             plan.reference_subset = None

@@ -240,6 +240,6 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     proc = _bench("nonsense", timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling"]
+        "scaling, gpu"]
     proc = _bench("--photos", tmp_path / "absent", timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
