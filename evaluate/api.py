@@ -54,7 +54,7 @@ def evaluate_model(
     num_workers: int | None = None,
     accelerator: str = "auto",
     devices: int | str = "auto",
-    num_nodes: int = 1,
+    num_nodes: int | None = None,
     strategy: str = "auto",
     precision: str = "32-true",
     cache_dir: str | Path | None = None,

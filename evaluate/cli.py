@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes per device for decoding and resizing (default: the CPUs this "
                    "process may use, SLURM_CPUS_PER_TASK or its affinity, per device on this node, at most 8)")
     r.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning; default: auto)")
-    r.add_argument("--devices", default="auto", help="number of devices or 'auto' (Lightning)")
-    r.add_argument("--num-nodes", type=int, default=1, help="number of nodes (Lightning; SLURM and torchrun are detected)")
+    r.add_argument("--devices", default="auto", help="number of devices per node or 'auto' (Lightning; under srun/torchrun "
+                   "'auto' is the processes the launcher started per node, and a count that contradicts it is refused)")
+    r.add_argument("--num-nodes", type=int, default=None, help="number of nodes (Lightning; default: the allocation's "
+                   "under srun/torchrun, else 1; a value that contradicts it is refused)")
     r.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto); ddp_spawn/ddp_fork "
                    "are refused (the pass would run in child processes whose results do not come back)")
     r.add_argument("--precision", default="32-true", help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed "

@@ -163,7 +163,7 @@ class RunSpec:
     num_workers: int = field(default_factory=default_num_workers)
     accelerator: str = "auto"
     devices: int | str = "auto"
-    num_nodes: int = 1
+    num_nodes: int | None = None  # None: the launcher's nodes (SLURM, torchrun), else 1 (evaluate.allocation)
     strategy: str = "auto"
     precision: str = "32-true"
     cache_dir: Path | None = None
@@ -220,6 +220,8 @@ class EvalPlan:
             raise PlanError("data.subset", "must be a positive number of images", d.subset)
         if r.batch_size <= 0:
             raise PlanError("run.batch_size", "must be positive", r.batch_size)
+        if r.num_nodes is not None and r.num_nodes <= 0:
+            raise PlanError("run.num_nodes", "must be a positive number of nodes", r.num_nodes)
         if r.num_workers < 0:
             raise PlanError("run.num_workers", "must not be negative", r.num_workers)
         if r.attention not in ATTENTIONS:

@@ -18,8 +18,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cvt_port.errors import first_line
 
+from .allocation import resolve_devices
 from .interrupts import Interrupted, lightning_pass
-from .plan import PlanError, ReportSpec, RunSpec, parse_devices
+from .plan import PlanError, ReportSpec, RunSpec
 
 DEVICE_FIELDS = ("run.accelerator", "run.devices", "run.num_nodes", "run.strategy", "run.precision")
 
@@ -37,14 +38,16 @@ class _ExceptionRecorder(Callback):
 
 def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
     """A device/strategy/precision Lightning cannot provide, or one this harness cannot honour, is
-    bad input (exit 2), found before anything is loaded; so is a logger whose package is missing or
-    whose folder cannot be written."""
+    bad input (exit 2), found before anything is loaded; so is a device count that contradicts the processes
+    srun or torchrun started (:mod:`evaluate.allocation`, which also fills in ``devices="auto"``), and a
+    logger whose package is missing or whose folder cannot be written."""
+    devices, num_nodes = resolve_devices(spec)
     loggers = make_loggers(report.loggers, Path(report.log_dir)) if report is not None else []
     try:
         trainer = L.Trainer(
             accelerator=spec.accelerator,
-            devices=parse_devices(spec.devices),
-            num_nodes=spec.num_nodes,
+            devices=devices,
+            num_nodes=num_nodes,
             strategy=spec.strategy,
             precision=spec.precision,
             logger=loggers or False,
