@@ -139,4 +139,30 @@ def staged_dir(target: Path, kind: str = "tmp") -> Iterator[Path]:
         raise
 
 
-__all__ = ["new_sibling", "publish_dir", "replace_dir", "staged_dir", "usual_permissions"]
+@contextmanager
+def locked(target: Path) -> Iterator[Path]:
+    """``with locked(target):`` hold an exclusive lock that every process using this helper on the same
+    ``target`` waits for: one writer of a shared path at a time, the others wait and then see its result.
+
+    The lock is a POSIX record lock (``fcntl.lockf``) on a hidden file beside ``target``
+    (``.<name>.lock``; left in place, since removing it would race with a waiting process). POSIX locks
+    work across nodes on NFS and on Lustre mounted with ``flock``; the kernel releases the lock when its
+    holder dies, so a crashed writer never blocks the others. Where ``fcntl`` is missing (Windows) no lock
+    is taken. Yields the lock file's path."""
+    target = Path(os.path.realpath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield lock
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
+
+
+__all__ = ["locked", "new_sibling", "publish_dir", "replace_dir", "staged_dir", "usual_permissions"]

@@ -68,6 +68,31 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
     return None
 
 
+def launch_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """What names this launch on every one of its processes (None when this process runs alone): SLURM's job
+    and step, or torchrun's run id with its rendezvous address. Shared-path writers use it to tell a result
+    this launch made from one an earlier launch left."""
+    env = os.environ if environ is None else environ
+    alloc = read_allocation(env)
+    if alloc is None or alloc.world_size <= 1:
+        return None
+    if alloc.launcher == "slurm":
+        return f"slurm:{env.get('SLURM_JOB_ID')}.{env.get('SLURM_STEP_ID', env.get('SLURM_STEPID'))}"
+    return f"torchrun:{env.get('TORCHELASTIC_RUN_ID')}@{env.get('MASTER_ADDR')}:{env.get('MASTER_PORT')}"
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch; Linux ``/proc``, else now)."""
+    import time
+
+    try:
+        ticks = int(open("/proc/self/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in open("/proc/stat", encoding="ascii") if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 def visible_gpus(environ: Mapping[str, str] | None = None) -> int:
     """The GPUs this process can use (``CUDA_VISIBLE_DEVICES`` when set, else what torch counts)."""
     env = os.environ if environ is None else environ

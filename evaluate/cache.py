@@ -53,7 +53,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from cvt_port.atomic import staged_dir
+from cvt_port.atomic import locked, staged_dir
 from cvt_port.errors import BadInput
 from cvt_port.provenance import library_versions
 
@@ -94,6 +94,13 @@ def build_cache(
         raise BadInput(f"cache {cache_dir}: no images to cache")
     stamps = source_stamps(samples)  # before decoding: a file changed meanwhile makes the cache stale, not wrong
     parts = key_parts(samples, transforms, source, stamps)
+    with locked(cache_dir):  # several builders (srun tasks) of one folder: the first builds, the others reuse it
+        return _build_locked(cache_dir, source, samples, transforms, parts, stamps, num_workers, skip_bad_images,
+                             progress, batch_size, overwrite)
+
+
+def _build_locked(cache_dir, source, samples, transforms, parts, stamps, num_workers, skip_bad_images, progress,
+                  batch_size, overwrite) -> Path:
     if cache_dir.exists() and not overwrite and not _is_empty_dir(cache_dir):
         if _stored_key(cache_dir) == sha256_json(parts):
             return cache_dir

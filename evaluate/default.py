@@ -17,12 +17,19 @@ from pathlib import Path
 
 from cvt_port.variants import get_variant
 
+from cvt_port.atomic import locked
+
+from .allocation import launch_id, process_start_time
 from .plan import DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, ReportSpec, RunSpec
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 CHECKPOINT = BUNDLED / "cvt-tiny-digits.pth"
 DATA = BUNDLED / "digits" / "val"
 VARIANT = "cvt-tiny-digits"
+# the processes of one launch start within this many seconds of each other (a stamp older than that is an earlier
+# launch's, e.g. torchrun's default run id "none" repeats); a stamp of an earlier launch within it is still a
+# conversion of the same bundled checkpoint
+LAUNCH_SKEW_S = 300
 
 
 def demo_plan(data: DataSpec = DataSpec(), run: RunSpec | None = None, report: ReportSpec = ReportSpec()) -> EvalPlan:
@@ -40,8 +47,32 @@ def demo_plan(data: DataSpec = DataSpec(), run: RunSpec | None = None, report: R
         report=dataclasses.replace(report, output=output),
     )
     variant = get_variant(VARIANT)
-    print(f"cvt-port demo: converting the bundled original checkpoint {CHECKPOINT.name} -> {converted}", file=sys.stderr)
-    convert(CHECKPOINT, converted, variant=variant, overwrite=True)
+    launch = launch_id()
+    if launch is None:
+        print(f"cvt-port demo: converting the bundled original checkpoint {CHECKPOINT.name} -> {converted}",
+              file=sys.stderr)
+        convert(CHECKPOINT, converted, variant=variant, overwrite=True)
+    else:
+        _convert_once_per_launch(convert, converted, variant, launch)
     print(f"cvt-port demo: evaluating original, converted and stock class on {DATA} "
           f"({variant.reference.get('num_samples')} images)", file=sys.stderr)
     return plan
+
+
+def _convert_once_per_launch(convert, converted: Path, variant, launch: str) -> None:
+    """Under srun/torchrun every process runs the demo: the first to take the lock beside the folder converts and
+    stamps it with the launch's id; the others wait for the lock, see the stamp (written since the launch began)
+    and use that folder. One writer, and no process loads a folder another is replacing."""
+    stamp = converted.parent / f".{converted.name}.launch"
+    with locked(converted):
+        try:
+            fresh = stamp.read_text(encoding="utf-8") == launch and stamp.stat().st_mtime >= process_start_time() - LAUNCH_SKEW_S
+        except OSError:
+            fresh = False
+        if fresh and (converted / "conversion.json").is_file():
+            print(f"cvt-port demo: using {converted}, converted by another process of this launch", file=sys.stderr)
+            return
+        print(f"cvt-port demo: converting the bundled original checkpoint {CHECKPOINT.name} -> {converted}",
+              file=sys.stderr)
+        convert(CHECKPOINT, converted, variant=variant, overwrite=True)
+        stamp.write_text(launch, encoding="utf-8")

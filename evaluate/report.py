@@ -156,7 +156,8 @@ def markdown(record: dict) -> str:
 
 REPORT_FILES = ("report.json", "report.md", "predictions.csv", "per_class.csv")
 OPTIONAL_REPORT_FILES = (baseline_.FLIPPED_FILE,)  # written when the run has them (a baseline comparison)
-_OURS_HIDDEN = re.compile(r"^\..+\.(tmp|old)-")  # cvt_port.atomic's and the converter's temporary names
+# cvt_port.atomic's and the converter's temporary names; the lock and launch stamp beside the demo's model folder
+_OURS_HIDDEN = re.compile(r"^\..+(\.(tmp|old)-|\.lock$|\.launch$)")
 
 
 def write_reports(output: Path, record: dict, results: dict, image_ids, primary: str, reference: str | None,

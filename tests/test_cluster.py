@@ -128,3 +128,80 @@ def test_devices_mismatch_on_the_command_line_names_flag_and_variable(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "error: --devices 1: does not match LOCAL_WORLD_SIZE=2 (torchrun started 2 process(es), 2 per node; each "
         "process drives one device): drop --devices or launch 1 process(es) per node"]
+
+
+# --------------------------------------------------------------------------- one writer per shared path
+
+# Each process appends one line per image it decodes (or per conversion it makes) to COUNT_LOG, then runs as usual.
+COUNTING = """
+import os, sys, time
+import evaluate.dataset, cvt_port
+def log(what):
+    with open(os.environ["COUNT_LOG"], "a") as fh:
+        fh.write(f"{os.getpid()} {what}\\n")
+decode = evaluate.dataset.EvalDataset.__getitem__
+def counted(self, i):
+    log(f"decode {i}")
+    time.sleep(0.05)  # a decode long enough for the builders to overlap
+    return decode(self, i)
+evaluate.dataset.EvalDataset.__getitem__ = counted
+convert = cvt_port.convert
+def counted_convert(*a, **k):
+    log("convert")
+    time.sleep(0.5)
+    return convert(*a, **k)
+cvt_port.convert = counted_convert
+"""
+
+
+def start_all(code: str, envs: list[dict[str, str]]) -> list[subprocess.CompletedProcess]:
+    procs = [subprocess.Popen([sys.executable, "-c", COUNTING + code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for env in envs]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in procs]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "val"
+    make_imagefolder(root, wnids(4, step=53), per_class=3)
+    return root
+
+
+def test_srun_tasks_building_one_cache_decode_each_image_once(tiny, data, tmp_path):
+    log, cache = tmp_path / "count.log", tmp_path / "cache"
+    argv = ["cache", "build", "--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--cache-dir", cache,
+            "--num-workers", "0"]
+    code = f"from evaluate.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
+    runs = start_all(code, [clean_env(COUNT_LOG=str(log), **slurm(ntasks=4, per_node=4, procid=i)) for i in range(4)])
+    assert [r.returncode for r in runs] == [0] * 4, [r.stderr[-2000:] for r in runs]
+    assert all("cache of 12 images" in r.stdout for r in runs)
+    decodes = [line.split()[2] for line in log.read_text().splitlines() if " decode " in line]
+    assert sorted(decodes, key=int) == [str(i) for i in range(12)]  # every image decoded once, by one builder
+    verify = evaluate_cli("cache", "verify", "--cache-dir", cache)
+    assert verify.returncode == 0 and "12 images, modes release: intact" in verify.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.lock", "cache", "count.log"]  # no leftovers
+
+
+def test_demo_under_srun_converts_once_and_every_task_uses_that_folder(tmp_path):
+    log, out = tmp_path / "count.log", tmp_path / "out"
+    code = (f"from evaluate.default import demo_plan; from evaluate.plan import ReportSpec; "
+            f"p = demo_plan(report=ReportSpec(output={str(out)!r})); print(p.models.model)")
+    envs = [clean_env(COUNT_LOG=str(log), **slurm(ntasks=3, per_node=3, procid=i, SLURM_STEP_ID="0")) for i in range(3)]
+    runs = start_all(code, envs)
+    assert [r.returncode for r in runs] == [0] * 3, [r.stderr[-2000:] for r in runs]
+    assert [line.split()[1] for line in log.read_text().splitlines()] == ["convert"]
+    assert sum("converted by another process of this launch" in r.stderr for r in runs) == 2
+    folder = out / "cvt-tiny-digits-hf"
+    assert {r.stdout.strip() for r in runs} == {str(folder)} and (folder / "conversion.json").is_file()
+    # the next launch (another job step) converts afresh: a stamp is only good for its own launch
+    runs = start_all(code, [{**envs[0], "SLURM_STEP_ID": "1"}])
+    assert runs[0].returncode == 0 and log.read_text().count("convert") == 2
+
+
+def test_demo_alone_converts_every_time(tmp_path, launched):
+    from evaluate.allocation import launch_id
+
+    launched(slurm(ntasks=1, per_node=1))
+    assert launch_id() is None  # one process: nothing to share, the demo converts as always
+    launched(slurm(ntasks=2, per_node=2, SLURM_STEP_ID="7"))
+    assert launch_id() == "slurm:4242.7"
