@@ -43,6 +43,7 @@ FLAGS = {
     "report.private": "--private", "report.revision": "--revision",
     "report.loggers": "--logger", "report.log_dir": "--log-dir",
     "report.baseline": "--baseline",
+    "run.reference_chunk": "--reference-chunk",
 }
 
 
@@ -94,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "both: the converted model under each, in the same pass")
     d.add_argument("--skip-bad-images", action="store_true", help="count and report unreadable images instead of failing")
     r = p.add_argument_group("how to run")
-    r.add_argument("--batch-size", type=int, default=64, help="images per batch and device (default: 64)")
+    r.add_argument("--batch-size", type=_batch_size, default=64, help="images per batch and device (default: 64), or "
+                   "auto: the largest power of two that fits the device, found by probe batches before the pass")
+    r.add_argument("--reference-chunk", type=int, metavar="N", help="run the original (--reference) N images at a "
+                   "time, so it needs no more memory than the converted model (same results; default: whole batches)")
     r.add_argument("--num-workers", type=int, default=default_num_workers(),
                    help="DataLoader worker processes per device for decoding and resizing (default: the CPUs this "
                    "process may use, SLURM_CPUS_PER_TASK or its affinity, per device on this node, at most 8)")
@@ -142,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else int(text)
+
+
 def quiet_libraries(verbose: bool) -> None:
     """Keep the terminal for our progress bar and summary: Lightning's banners (GPU available...,
     tips) and transformers' loading bars are hidden unless --verbose. Lightning resets its
@@ -175,7 +183,7 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
         RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
                 devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
                 cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile,
-                tf32=args.tf32),
+                tf32=args.tf32, reference_chunk=args.reference_chunk),
         ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT,
                    update_card=args.update_card, push_to_hub=args.push_to_hub, create_pr=args.create_pr,
                    private=args.private, revision=args.revision,

@@ -45,6 +45,7 @@ from cvt_port.errors import BadInput, first_line
 
 from .dataset import collate
 from .interrupts import Interrupted
+from .memory import chunked, out_of_memory
 from .models import Candidate
 from .numerics import float32_mode
 from .preprocess import Normalization
@@ -244,11 +245,13 @@ class EvalModule(L.LightningModule):
         skip_bad_images: bool = False,
         pad_to: int | None = None,
         hparams: dict | None = None,
+        reference_chunk: int | None = None,
     ):
         super().__init__()
         if hparams:  # the run's settings, which Lightning hands to its loggers before the pass
             self.save_hyperparameters(hparams)
         self.pad_to = pad_to
+        self.reference_chunk = reference_chunk  # the reference runs this many images at a time (evaluate.memory)
         self.candidates = candidates
         self.models = nn.ModuleDict({_safe(c.name): c.module for c in candidates})
         self.normalizations = normalizations
@@ -310,7 +313,7 @@ class EvalModule(L.LightningModule):
         model = self.models[_safe(c.name)]
         if c.kind == "reference":  # IEEE float32 also under --tf32 (evaluate.numerics)
             with float32_mode(False), torch.autocast(device_type=x.device.type, enabled=False):
-                return model(x.float()).float()[:n]
+                return chunked(model, x.float(), self.reference_chunk).float()[:n]
         return model(x).float()[:n]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -319,7 +322,7 @@ class EvalModule(L.LightningModule):
         try:
             self._step(batch)
         except Exception as exc:  # recorded, decided with the other ranks at the end of the pass
-            self.record(Fault.from_exception(exc))
+            self.record(Fault.from_exception(out_of_memory(exc, len(batch["label"]), self.device)))  # OOM: bad input
             self._error = exc
 
     def _step(self, batch: dict) -> None:

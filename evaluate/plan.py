@@ -159,7 +159,7 @@ def _positive(value: str | None) -> int | None:
 class RunSpec:
     """How to run: Lightning's device settings and the speed options."""
 
-    batch_size: int = 64
+    batch_size: int | Literal["auto"] = 64  # "auto": the largest power of two that fits the device (evaluate.memory)
     num_workers: int = field(default_factory=default_num_workers)
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -170,6 +170,7 @@ class RunSpec:
     attention: Attention = "einsum"
     compile: bool = False
     tf32: bool = False  # TF32 convolutions and matmuls for the candidates (the reference stays IEEE float32)
+    reference_chunk: int | None = None  # the reference runs this many images at a time (None: the whole batch)
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,10 @@ class EvalPlan:
                             d.preprocessing)
         if d.subset is not None and d.subset <= 0:
             raise PlanError("data.subset", "must be a positive number of images", d.subset)
-        if r.batch_size <= 0:
-            raise PlanError("run.batch_size", "must be positive", r.batch_size)
+        if r.batch_size != "auto" and (not isinstance(r.batch_size, int) or r.batch_size <= 0):
+            raise PlanError("run.batch_size", "must be a positive number of images or auto", r.batch_size)
+        if r.reference_chunk is not None and r.reference_chunk <= 0:
+            raise PlanError("run.reference_chunk", "must be a positive number of images", r.reference_chunk)
         if r.num_nodes is not None and r.num_nodes <= 0:
             raise PlanError("run.num_nodes", "must be a positive number of nodes", r.num_nodes)
         if r.num_workers < 0:

@@ -71,11 +71,13 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     else:
         dataset = EvalDataset(inputs.source, inputs.samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
+    batch_size, chunk = _batch_size(r, candidates, dataset.shapes, trainer, mixed, plan.report.summary)
     module = EvalModule(candidates.models, normalizations, n_classes, reference=candidates.reference,
-                        skip_bad_images=d.skip_bad_images, pad_to=r.batch_size if r.compile else None,
-                        hparams=_hparams(plan, variant, len(inputs.samples), trainer) if plan.report.loggers else None)
+                        skip_bad_images=d.skip_bad_images, pad_to=batch_size if r.compile else None,
+                        hparams=_hparams(plan, variant, len(inputs.samples), trainer) if plan.report.loggers else None,
+                        reference_chunk=chunk)
     with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
-        run_validation(trainer, module, EvalDataModule(dataset, r.batch_size, r.num_workers))
+        run_validation(trainer, module, EvalDataModule(dataset, batch_size, r.num_workers))
 
     results = module.results
     samples, primary, reference = inputs.samples, candidates.primary, candidates.reference
@@ -172,6 +174,21 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
         if kind == "release":
             raise ReleaseError(message)
         raise BadInput(message) if kind == "bad input" else RuntimeError(message)
+
+
+def _batch_size(r, candidates, shapes, trainer, mixed, summary: bool) -> tuple[int, int | None]:
+    """The batch size and reference chunk of the pass; ``auto`` probes the device first (evaluate.memory)."""
+    if r.batch_size != "auto":
+        return r.batch_size, r.reference_chunk
+    from .memory import auto_batch
+
+    with float32_mode(r.tf32):
+        batch, chunk = auto_batch(candidates.models, shapes, trainer.strategy.root_device, mixed)
+    chunk = r.reference_chunk if r.reference_chunk is not None else chunk
+    if summary and trainer.is_global_zero:
+        print(f"batch size auto: {batch} per device on {trainer.strategy.root_device}"
+              + (f" (the original in chunks of {chunk})" if chunk else ""), file=sys.stderr)
+    return batch, chunk
 
 
 def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None) -> dict:
