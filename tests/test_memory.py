@@ -17,7 +17,6 @@ from cvt_port.errors import BadInput, ExitStatus
 from evaluate import cli, memory
 from evaluate.api import evaluate_model
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.lightning_module import EvalModule
 from evaluate.memory import OutOfMemory, auto_batch, chunked, is_out_of_memory, largest_batch, out_of_memory
 from evaluate.models import Candidate
 from evaluate.plan import ModelKind
@@ -39,23 +38,26 @@ def run(digits, **options):
 
 
 def limit_memory(monkeypatch, converted: int, original: int, error=lambda: torch.OutOfMemoryError(CUDA_OOM)):
-    """Every forward pass of more images than the model's limit raises ``error()``; ``seen`` records the batch sizes
-    each kind of model was asked to run."""
+    """Every forward pass of more images than the model's limit raises ``error()`` (the original: the reference
+    implementation's class; converted and stock: the Hugging Face class); ``seen`` records the batch sizes each
+    kind of model was asked to run."""
+    from transformers import CvtForImageClassification
+
     seen = {"converted": [], "original": []}
-    forward = EvalModule._forward
 
-    def limited(self, c, x):
-        kind = "original" if c.kind == "reference" else "converted"
-        if c.kind == "reference" and self.reference_chunk:
-            sizes = [len(p) for p in x.split(self.reference_chunk)]
-        else:
-            sizes = [len(x)]
-        seen[kind] += sizes
-        if max(sizes) > (original if c.kind == "reference" else converted):
-            raise error()
-        return forward(self, c, x)
+    def limited(cls, kind, limit):
+        forward = cls.forward
 
-    monkeypatch.setattr(EvalModule, "_forward", limited)
+        def run(self, *args, **kwargs):
+            n = len(args[0] if args else kwargs["pixel_values"])
+            seen[kind].append(n)
+            if n > limit:
+                raise error()
+            return forward(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", run)
+
+    limited(cvt_port.reference.OriginalCvT, "original", original)
+    limited(CvtForImageClassification, "converted", converted)
     return seen
 
 
@@ -152,9 +154,10 @@ def test_chunked_reference_gives_the_same_logits():
     reference = cvt_port.reference.OriginalCvT(cvt_port.variants.get_variant(VARIANT).architecture).eval()
     reference.load_state_dict(torch.load(CHECKPOINT, weights_only=True))
     x = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sizes = []
     with torch.inference_mode():
-        whole, parts = reference(x), chunked(reference, x, 3)
-    assert whole.shape == parts.shape == (10, 10) and whole.std() > 0.5
+        whole, parts = reference(x), chunked(lambda part: sizes.append(len(part)) or reference(part), x, 3)
+    assert sizes == [3, 3, 3, 1] and whole.shape == parts.shape == (10, 10) and whole.std() > 0.5
     assert torch.allclose(whole, parts, rtol=0, atol=1e-5)
 
 
