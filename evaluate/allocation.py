@@ -135,7 +135,7 @@ def _binding_hint(alloc: Allocation, gpus: int, env: Mapping[str, str]) -> str:
     if alloc.launcher == "slurm":
         return (f"each of the {n} SLURM tasks on a node sees {gpus} GPU(s) ({seen}), but every task must see all "
                 f"the node's GPUs (Lightning puts local rank r on cuda:r): allocate with --ntasks-per-node={n} "
-                f"--gpus-per-node={n} instead of --gpus-per-task=1 (or add --gpu-bind=none)")
+                f"--gpus-per-node={n} instead of --gpus-per-task=1")
     return (f"torchrun starts {n} processes per node but each sees {gpus} GPU(s) ({seen}): make all {n} GPUs "
             f"visible to every process, or pass --nproc_per_node={gpus}")
 

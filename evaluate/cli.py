@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "both: the converted model under each, in the same pass")
     d.add_argument("--skip-bad-images", action="store_true", help="count and report unreadable images instead of failing")
     r = p.add_argument_group("how to run")
-    r.add_argument("--batch-size", type=_batch_size, default=64, help="images per batch and device (default: 64), or "
+    r.add_argument("--batch-size", type=batch_size, default=64, help="images per batch and device (default: 64), or "
                    "auto: the largest power of two that fits the device, found by probe batches before the pass")
     r.add_argument("--reference-chunk", type=int, metavar="N", help="run the original (--reference) N images at a "
                    "time, so it needs no more memory than the converted model (same results; default: whole batches)")
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _batch_size(text: str) -> int | str:
+def batch_size(text: str) -> int | str:
+    """``--batch-size``: a number of images or ``auto`` (argparse names this function in its error)."""
     return "auto" if text == "auto" else int(text)
 
 
