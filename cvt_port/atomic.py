@@ -144,11 +144,12 @@ def locked(target: Path) -> Iterator[Path]:
     """``with locked(target):`` hold an exclusive lock that every process using this helper on the same
     ``target`` waits for: one writer of a shared path at a time, the others wait and then see its result.
 
-    The lock is a POSIX record lock (``fcntl.lockf``) on a hidden file beside ``target``
-    (``.<name>.lock``; left in place, since removing it would race with a waiting process). POSIX locks
+    The lock is a POSIX record lock (``fcntl.lockf``) on a hidden file beside ``target`` (``.<name>.lock``),
+    removed by its holder before it lets go; a waiter that then holds a removed file's lock retries on the
+    path's current file, so no file is left behind and two processes never both hold the lock. POSIX locks
     work across nodes on NFS and on Lustre mounted with ``flock``; the kernel releases the lock when its
-    holder dies, so a crashed writer never blocks the others. Where ``fcntl`` is missing (Windows) no lock
-    is taken. Yields the lock file's path."""
+    holder dies, so a crashed writer never blocks the others (it may leave the empty lock file). Where
+    ``fcntl`` is missing (Windows) no lock is taken. Yields the lock file's path."""
     target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = target.parent / f".{target.name}.lock"
@@ -157,11 +158,26 @@ def locked(target: Path) -> Iterator[Path]:
     except ImportError:  # pragma: no cover - not POSIX
         yield lock
         return
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            held, now = os.fstat(fd), os.stat(lock)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                break  # the path's current lock file: ours
+        except FileNotFoundError:
+            pass  # its holder removed it as we got it: try the path's new file
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
         yield lock
     finally:
+        try:
+            os.unlink(lock)  # still holding the lock: a waiter on this file will see it gone and retry
+        except FileNotFoundError:
+            pass
         os.close(fd)  # releases the lock
 
 

@@ -51,7 +51,7 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
         local = _count(env, "LOCAL_WORLD_SIZE")
         if world % local:
             raise PlanError("run.num_nodes", f"torchrun's WORLD_SIZE={world} is not a multiple of "
-                            f"LOCAL_WORLD_SIZE={local}: start the same --nproc_per_node on every node")
+                            f"LOCAL_WORLD_SIZE={local}: start the same {launcher_option('nproc_per_node')} on every node")
         return Allocation("torchrun", world, local, world // local, int(env.get("RANK", "0")),
                           ("LOCAL_WORLD_SIZE", "WORLD_SIZE/LOCAL_WORLD_SIZE"))
     if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
@@ -61,7 +61,8 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
         if per_node is None:
             if ntasks > 1:  # Lightning's rule too (SLURMEnvironment._validate_srun_variables)
                 raise PlanError("run.devices", f"SLURM_NTASKS={ntasks} without SLURM_NTASKS_PER_NODE: allocate with "
-                                f"--ntasks-per-node=N (one task per device) instead of --ntasks")
+                                f"{launcher_option('ntasks-per-node=N')} (one task per device) instead of "
+                                f"{launcher_option('ntasks')}")
             per_node = 1
         return Allocation("slurm", ntasks, per_node, nodes, int(env.get("SLURM_PROCID", "0")),
                           ("SLURM_NTASKS_PER_NODE", "SLURM_NNODES"))
@@ -91,6 +92,12 @@ def process_start_time() -> float:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return time.time()
+
+
+def launcher_option(name: str) -> str:
+    """An option of srun/sbatch or torchrun as the user types it. Library errors never spell this program's
+    flags (they name plan fields, the CLI shows its flags); the launcher's options are the user's to change."""
+    return f"--{name}"
 
 
 def visible_gpus(environ: Mapping[str, str] | None = None) -> int:

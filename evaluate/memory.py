@@ -12,6 +12,7 @@ exchange of :mod:`evaluate.lightning_module`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable
 
 import torch
@@ -71,8 +72,8 @@ def forward_fits(models: Iterable[tuple[torch.nn.Module, tuple[int, ...], bool]]
             with torch.inference_mode():
                 for module, shape, float32 in models:
                     x = torch.zeros((batch, *shape), device=device)
-                    with torch.autocast(device.type, dtype=autocast or torch.float32,
-                                        enabled=autocast is not None and not float32):
+                    mixed = autocast is not None and not float32
+                    with torch.autocast(device.type, dtype=autocast) if mixed else contextlib.nullcontext():
                         module(x)
                     del x
             return True

@@ -179,7 +179,7 @@ def test_srun_tasks_building_one_cache_decode_each_image_once(tiny, data, tmp_pa
     assert sorted(decodes, key=int) == [str(i) for i in range(12)]  # every image decoded once, by one builder
     verify = evaluate_cli("cache", "verify", "--cache-dir", cache)
     assert verify.returncode == 0 and "12 images, modes release: intact" in verify.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.lock", "cache", "count.log"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "count.log"]  # no leftovers, no lock file
 
 
 def test_demo_under_srun_converts_once_and_every_task_uses_that_folder(tmp_path):
@@ -205,3 +205,17 @@ def test_demo_alone_converts_every_time(tmp_path, launched):
     assert launch_id() is None  # one process: nothing to share, the demo converts as always
     launched(slurm(ntasks=2, per_node=2, SLURM_STEP_ID="7"))
     assert launch_id() == "slurm:4242.7"
+
+
+def test_torchrun_without_device_flags_runs_one_job_over_its_processes(tiny, data, tmp_path):
+    """On CPUs Lightning's devices "auto" is 1, which contradicts 2 processes: the allocation decides instead."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun") or "torchrun"
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "evaluate", "--model", tiny["hf"], "--config", tiny["yaml"],
+           "--data", data, "--output", tmp_path / "out", "--accelerator", "cpu", "--num-workers", "0",
+           "--batch-size", "4"]
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, env=clean_env())
+    assert "(exitcode: 3)" in r.stderr and "exitcode: 1" not in r.stderr, r.stderr[-3000:]  # 12 images: not made
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (rep["world_size"], rep["devices"], rep["num_samples"]) == (2, 2, 12)
