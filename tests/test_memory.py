@@ -169,3 +169,35 @@ def test_reference_chunk_gives_the_same_results_in_less_memory(digits, monkeypat
     plain = run(digits, batch_size=64)
     assert chunked_run.predictions == plain.predictions
     assert chunked_run.record["models"] == plain.record["models"]
+
+
+def test_out_of_memory_on_one_rank_ends_every_rank_with_the_same_line(digits, tmp_path):
+    """torchrun, 2 CPU processes: only rank 1 runs out of memory; both exit 2 with the same one line."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "oom_on_rank1.py"
+    script.write_text(f"""
+import os, sys, torch
+from transformers import CvtForImageClassification
+forward = CvtForImageClassification.forward
+def limited(self, *args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise torch.OutOfMemoryError({CUDA_OOM!r})
+    return forward(self, *args, **kwargs)
+CvtForImageClassification.forward = limited
+from evaluate.cli import main
+sys.exit(main(sys.argv[1:]))
+""")
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # torchrun with this interpreter (and this checkout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    r = subprocess.run([*torchrun, "--nproc_per_node", "2", "--log-dir", str(tmp_path / "logs"), "--tee", "3",
+                        str(script), "--model", str(digits), "--config", VARIANT, "--data", str(DATA),
+                        "--reference", str(CHECKPOINT), "--accelerator", "cpu", "--num-workers", "0", "--batch-size", "16",
+                        "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if "error: out of memory" in line]
+    assert len(lines) == 2, r.stderr[-3000:]  # one per rank, the same
+    assert all(line.endswith("error: out of memory on cpu with a batch of 16 images per device: use --batch-size 8 "
+                             "or smaller (or --batch-size auto to find the largest that fits)") for line in lines)
+    assert "exitcode: 2" in r.stderr and "exitcode: 4" not in r.stderr and "exitcode: 1 " not in r.stderr
