@@ -74,7 +74,7 @@ from PIL import Image, ImageFile
 from cvt_port.errors import BadInput, first_line
 
 from .plan import PlanError
-from .shards import discover_shards, looks_like_shards
+from .shards import looks_like_shards, read_shards
 
 from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
     LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
@@ -175,7 +175,7 @@ def discover(
     text = str(data)
     path = Path(text).expanduser()
     if labels_file is None and looks_like_shards(text) and not path.is_dir():
-        return discover_shards(text, label2id, numbering)
+        return _shards(text, label2id, numbering)
     if not path.exists():
         if labels_file is None and _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
             ds = _hub_dataset_or_bad_input(text, split)
@@ -209,7 +209,7 @@ def discover(
         return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column,
                              label_column, numbering)
     if any(p.suffix.lower() == ".tar" for p in path.iterdir()):
-        return discover_shards(text, label2id, numbering)
+        return _shards(text, label2id, numbering)
     if not any(not p.name.startswith(".") for p in path.iterdir()):
         raise PlanError("data.source", f"folder is empty (give {ACCEPTED})", text)
     raise PlanError("data.source", f"no images or dataset files found; accepted layouts: {ACCEPTED}", text)
@@ -252,6 +252,12 @@ def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
             samples.append(Sample(f.relative_to(root).as_posix(), idx, str(f)))
     samples.sort(key=lambda s: s.image_id)
     return DataSource("imagefolder", samples, _all_ilsvrc(samples), str(root))
+
+
+def _shards(text: str, label2id, numbering) -> DataSource:
+    rows, images = read_shards(text, label2id, numbering)  # evaluate.shards: headers only, nothing extracted
+    samples = [Sample(image_id, label, k) for k, (image_id, label) in enumerate(rows)]
+    return DataSource("webdataset", samples, _all_ilsvrc(samples), text, dataset=images, image_column="image")
 
 
 # --------------------------------------------------------------------------- flat folder + labels file

@@ -308,9 +308,7 @@ class ShardImages:
 
 
 def shard_samples(indexed: list[tuple[str, list[ShardEntry]]], label2id, numbering):
-    """(samples, members): one :class:`~evaluate.layouts.Sample` per key with an image, ``ref`` its position."""
-    from .layouts import Sample
-
+    """(rows, members): one (image id, label) per key with an image, in shard order, and where its image is."""
     samples, members, seen = [], [], {}
     for shard, entries in indexed:
         for e in entries:
@@ -319,18 +317,15 @@ def shard_samples(indexed: list[tuple[str, list[ShardEntry]]], label2id, numberi
             if e.image.name in seen:
                 raise BadInput(f"{shard}: member '{e.image.name}' is also in {seen[e.image.name]}; every image once")
             seen[e.image.name] = shard
-            samples.append(Sample(e.image.name, entry_label(e, shard, label2id, numbering), len(members)))
+            samples.append((e.image.name, entry_label(e, shard, label2id, numbering)))
             members.append(e.image)
     return samples, members
 
 
-def discover_shards(text: str, label2id, numbering):
-    """The :class:`~evaluate.layouts.DataSource` of the shards ``text`` names (layout ``webdataset``)."""
-    from .layouts import DataSource, _all_ilsvrc
-
+def read_shards(text: str, label2id, numbering) -> tuple[list[tuple[str, int]], ShardImages]:
+    """(image id, label) of every image of the shards ``text`` names, and map-style access to the images."""
     files = shard_files(text)
-    samples, members = shard_samples([(str(f), index_shard(f)) for f in files], label2id, numbering)
-    if not samples:
+    rows, members = shard_samples([(str(f), index_shard(f)) for f in files], label2id, numbering)
+    if not rows:
         raise BadInput(f"{text}: the shards hold no images")
-    return DataSource("webdataset", samples, _all_ilsvrc(samples), text, dataset=ShardImages(members),
-                      image_column="image")
+    return rows, ShardImages(members)

@@ -94,7 +94,7 @@ def discover_streaming(text: str, *, split: str, label2id, image_column: str | N
 
 
 def _shards_source(text: str, files: list[str], label2id, numbering):
-    from .layouts import DataSource, _all_ilsvrc
+    from .layouts import DataSource, Sample, _all_ilsvrc
     from .shards import index_shard, shard_samples, split_key
 
     indexed = []
@@ -104,7 +104,8 @@ def _shards_source(text: str, files: list[str], label2id, numbering):
         else:
             with _open(f) as fh:
                 indexed.append((f, index_shard(f, fileobj=fh)))
-    samples, members = shard_samples(indexed, label2id, numbering)
+    rows, members = shard_samples(indexed, label2id, numbering)
+    samples = [Sample(image_id, label, k) for k, (image_id, label) in enumerate(rows)]
     if not samples:
         raise BadInput(f"{text}: the shards hold no images")
     counts = [sum(1 for m in members if m.shard == f) for f in files]
