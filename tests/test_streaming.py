@@ -118,3 +118,65 @@ def test_revision_pins_the_hub_dataset_and_is_recorded(tiny, data, tmp_path, mon
         prepare_data(DataSpec(source=str(data / "parquet"), streaming=True, revision="main"), None, 1000)
     with pytest.raises(BadInput, match="data.streaming"):
         prepare_data(DataSpec(source=str(data / "val"), streaming=True), None, 1000)
+
+
+# ------------------------------------------------------------------- progress (issue 15.4)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_throughput_says_images_per_second_and_time_left_known_or_not():
+    from evaluate.progress import Throughput
+
+    clock = FakeClock()
+    known, unknown = Throughput(clock), Throughput(clock)
+    known.reset(100)
+    unknown.reset(None)
+    for t in (known, unknown):
+        t.add(10)  # the first batch starts the clock
+    assert known.text() == "10/100 img"
+    clock.now += 2.0
+    for t in (known, unknown):
+        t.add(10)
+        t.add(10)
+    assert known.text() == "30/100 img, 10.0 img/s, 0:00:07 left"  # 70 images at 10/s
+    assert unknown.text() == "30 img, 10.0 img/s, time left unknown"
+
+
+class Tiny(__import__("lightning").LightningModule):
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+@pytest.mark.parametrize("kind", ["rich", "tqdm"])
+def test_the_bar_of_a_validation_pass_shows_img_per_s(kind):
+    import lightning as L
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from evaluate.progress import RichImagesBar, TQDMImagesBar
+
+    class Unsized(IterableDataset):  # a stream of unknown length
+        def __iter__(self):
+            for i in range(20):
+                yield {"label": torch.tensor(i), "x": torch.zeros(1)}
+
+    clock = FakeClock()
+
+    def tick():
+        clock.now += 0.5
+        return clock.now
+
+    bar = (RichImagesBar if kind == "rich" else TQDMImagesBar)(clock=tick)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[bar], enable_model_summary=False)
+    for data, total in [(list({"label": torch.tensor(i), "x": torch.zeros(1)} for i in range(20)), "/20 img"),
+                        (Unsized(), "time left unknown")]:
+        trainer.validate(Tiny(), DataLoader(data, batch_size=4), verbose=False)
+        text = (bar.progress.tasks[bar.val_progress_bar_id].description if kind == "rich"
+                else bar.val_progress_bar.postfix)
+        assert "img/s" in text and total in text and text.startswith("Validation" if kind == "rich" else "20")
