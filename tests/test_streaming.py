@@ -180,3 +180,15 @@ def test_the_bar_of_a_validation_pass_shows_img_per_s(kind):
         text = (bar.progress.tasks[bar.val_progress_bar_id].description if kind == "rich"
                 else bar.val_progress_bar.postfix)
         assert "img/s" in text and total in text and text.startswith("Validation" if kind == "rich" else "20")
+
+
+def test_flags_reach_the_plan_and_misuse_is_one_line_exit_2(tiny, data, tmp_path):
+    from evalkit import evaluate_cli
+
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", "someone/x", "--revision", "main",
+                     "--output", tmp_path / "o", "--accelerator", "cpu")
+    assert r.returncode == 2 and "--revision main: pins a streamed Hub dataset; add --streaming" in r.stderr, r.stderr
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", data / "val", "--streaming",
+                     "--output", tmp_path / "o", "--accelerator", "cpu")
+    assert r.returncode == 2 and "--streaming: reads parquet file(s), WebDataset .tar shards" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
