@@ -12,7 +12,8 @@ Two passes, so that ``data.subset`` costs the labels only:
    (an IterableDataset; parquet with ``columns=[image column]``), read forward from where the last image
    was; rows nobody asked for are passed over without decoding (the image feature is cast to
    ``decode=False``; :meth:`~evaluate.layouts.DataSource.load_image` decodes only the rows requested).
-   Memory holds one arrow batch of the stream, and nothing is written to disk.
+   Memory holds one record batch of 16 rows (parquet) or one tar member group, and nothing is written
+   to disk.
 
 Every image once on any number of processes: the rows are a map-style index (position -> file, row), so
 the run's :class:`~evaluate.lightning_module.ShardSampler` assigns them as for any layout; each process (and
@@ -195,7 +196,8 @@ class StreamRows:
     def _open_stream(self, file: str):
         import datasets
 
-        kwargs = {"columns": [self.column]} if self.builder == "parquet" else {}
+        # parquet: the image column only, in record batches of a few rows (default: a whole row group)
+        kwargs = {"columns": [self.column], "batch_size": 16} if self.builder == "parquet" else {}
         ds = datasets.load_dataset(self.builder, data_files=[file], split="train", streaming=True, **kwargs)
         for name, feature in (ds.features or {}).items():
             if isinstance(feature, datasets.Image):
