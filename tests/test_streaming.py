@@ -109,7 +109,7 @@ def test_revision_pins_the_hub_dataset_and_is_recorded(tiny, data, tmp_path, mon
     files = sorted(str(p) for p in (data / "parquet").glob("*.parquet"))
     monkeypatch.setattr(streaming, "hub_data_files", lambda *a: calls.append(a) or ("parquet", files))
     result = evaluate_model(model=tiny["hf"], config=tiny["yaml"], data="someone/imagenet-val", streaming=True,
-                            revision="0123abc", subset=12, output=tmp_path / "o", **CPU)
+                            data_revision="0123abc", subset=12, output=tmp_path / "o", **CPU)
     assert calls == [("someone/imagenet-val", "validation", "0123abc")]
     assert result.record["data_revision"] == "0123abc" and result.record["num_samples"] == 12
     with pytest.raises(BadInput, match="data.revision"):
@@ -185,9 +185,9 @@ def test_the_bar_of_a_validation_pass_shows_img_per_s(kind):
 def test_flags_reach_the_plan_and_misuse_is_one_line_exit_2(tiny, data, tmp_path):
     from evalkit import evaluate_cli
 
-    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", "someone/x", "--revision", "main",
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", "someone/x", "--data-revision", "main",
                      "--output", tmp_path / "o", "--accelerator", "cpu")
-    assert r.returncode == 2 and "--revision main: pins a streamed Hub dataset; add --streaming" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--data-revision main: pins a streamed Hub dataset; add --streaming" in r.stderr, r.stderr
     r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", data / "val", "--streaming",
                      "--output", tmp_path / "o", "--accelerator", "cpu")
     assert r.returncode == 2 and "--streaming: reads parquet file(s), WebDataset .tar shards" in r.stderr, r.stderr
