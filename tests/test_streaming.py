@@ -20,7 +20,7 @@ from evaluate.layouts import discover
 from evaluate.lightning_module import ShardSampler
 from evaluate.plan import DataSpec, EvalPlan, ModelSpec
 from evalkit import make_half_right_imagefolder
-from test_shards import write_shards
+from test_webdataset import write_shards
 
 CPU = dict(accelerator="cpu", devices=1, batch_size=8, num_workers=0)
 
