@@ -103,6 +103,8 @@ def test_labels_from_cls_and_json_fields(tmp_path):
                                                                         ("d.png", 5)]
     src = discover(path)
     assert src.load_image(src.samples[0]).getpixel((0, 0)) == (1, 2, 3)
+    copy = __import__("pickle").loads(__import__("pickle").dumps(src))  # what a DataLoader worker receives
+    assert copy.load_image(copy.samples[3]).getpixel((0, 0)) == (1, 2, 3)
 
 
 def test_same_images_as_shards_give_identical_labels_and_predictions(tiny, folders, tmp_path):
