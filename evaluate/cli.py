@@ -35,6 +35,7 @@ FLAGS = {
     "data.label_numbering": "--label-numbering", "data.devkit_map": "--devkit-map", "data.subset": "--subset",
     "data.seed": "--seed", "data.subset_file": "--subset-file", "data.preprocessing": "--preprocessing",
     "data.skip_bad_images": "--skip-bad-images",
+    "data.streaming": "--streaming", "data.revision": "--data-revision",
     "run.batch_size": "--batch-size", "run.num_workers": "--num-workers", "run.accelerator": "--accelerator",
     "run.devices": "--devices", "run.num_nodes": "--num-nodes", "run.strategy": "--strategy",
     "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "implementation on the very same batches, and compared image by image")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="PATH|HUB_ID", help="ImageFolder val/<wnid>/*.JPEG, a flat ILSVRC2012_val_* folder "
-                   "with a labels file, a datasets folder/parquet, or a Hub dataset id")
+                   "with a labels file, a datasets folder/parquet, WebDataset .tar shards (a file, a folder, a glob or "
+                   "'val-{000000..000063}.tar'), or a Hub dataset id")
     d.add_argument("--labels-file", metavar="FILE", help="labels for a flat folder: LOC_val_solution.csv, or one "
                    "WordNet id or class index per line")
     d.add_argument("--split", default="validation", help="dataset split for datasets/Hub data (default: validation)")
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="release: the release's evaluation rules (default); hf: the model folder's image processor; "
                    "both: the converted model under each, in the same pass")
     d.add_argument("--skip-bad-images", action="store_true", help="count and report unreadable images instead of failing")
+    d.add_argument("--streaming", action="store_true", help="read parquet, WebDataset shards or a Hub dataset as a "
+                   "stream: labels first, then only the chosen images are decoded; nothing is downloaded whole")
+    d.add_argument("--data-revision", metavar="REV", help="with --streaming: the Hub dataset's commit, tag or branch")
     r = p.add_argument_group("how to run")
     r.add_argument("--batch-size", type=batch_size, default=64, help="images per batch and device (default: 64), or "
                    "auto: the largest power of two that fits the device, found by probe batches before the pass")
@@ -180,7 +185,7 @@ def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, 
                  image_column=args.image_column, label_column=args.label_column,
                  label_numbering=args.label_numbering, devkit_map=path(args.devkit_map), subset=args.subset, seed=args.seed,
                  subset_file=path(args.subset_file), preprocessing=Preprocessing(args.preprocessing),
-                 skip_bad_images=args.skip_bad_images),
+                 skip_bad_images=args.skip_bad_images, streaming=args.streaming, revision=args.data_revision),
         RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
                 devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
                 cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cvt_port.hf import quiet_transformers
 from cvt_port.variants import Variant
 
+from .class_labels import stated_numbering
 from .layouts import DataSource, Sample, discover
 from .models import LoadedFolder
 from .plan import DataSpec, Mode, PlanError
@@ -29,9 +30,19 @@ class Inputs:
 def prepare_data(spec: DataSpec, label2id: dict[str, int] | None, classes: int = 0) -> Inputs:
     """Discover the layout and choose the images; ``label2id`` maps folder names that are the model's labels;
     with ``classes`` (the model's number of outputs; 0: not known), every label is checked to be one."""
-    source = discover(spec.source, label2id=label2id, labels_file=spec.labels_file, split=spec.split,
-                      image_column=spec.image_column, label_column=spec.label_column,
-                      label_numbering=spec.label_numbering, devkit_map=spec.devkit_map)
+    if spec.streaming:
+        from .streaming import discover_streaming
+
+        if spec.labels_file is not None:
+            raise PlanError("data.labels_file", "not used with data.streaming (labels come from the dataset)")
+        source = discover_streaming(str(spec.source), split=spec.split, label2id=label2id,
+                                    image_column=spec.image_column, label_column=spec.label_column,
+                                    numbering=stated_numbering(spec.label_numbering, spec.devkit_map),
+                                    revision=spec.revision)
+    else:
+        source = discover(spec.source, label2id=label2id, labels_file=spec.labels_file, split=spec.split,
+                          image_column=spec.image_column, label_column=spec.label_column,
+                          label_numbering=spec.label_numbering, devkit_map=spec.devkit_map)
     if classes:
         check_label_range(source.samples, classes, spec.source)
     if spec.subset_file is not None:

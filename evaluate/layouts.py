@@ -16,6 +16,7 @@ Accepted layouts, tried in this order for a local path:
    Passing ``labels_file`` always selects this layout.
 4. ``datasets`` from parquet: a ``.parquet`` file, or a folder with ``*.parquet`` files at any depth
    (a downloaded Hub snapshot). Files whose name contains ``split`` are used when there are any.
+5. ``webdataset``: ``.tar`` shards, a glob or brace pattern of them, or a folder of them (:mod:`evaluate.shards`).
 
 A string that is not an existing path but looks like ``owner/name`` is loaded from the
 Hugging Face Hub with ``datasets.load_dataset(id, split=split)`` (:func:`load_hub_dataset`).
@@ -73,6 +74,7 @@ from PIL import Image, ImageFile
 from cvt_port.errors import BadInput, first_line
 
 from .plan import PlanError
+from .shards import looks_like_shards, read_shards
 
 from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
     LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
@@ -90,7 +92,8 @@ ILSVRC_VAL_COUNT = 50_000
 ACCEPTED = (
     "an ImageFolder (<root>/<class>/<images> or <root>/val/<class>/<images>), "
     "a flat folder of images with a labels file (LOC_val_solution.csv, val_labels.txt or labels.txt), "
-    "a datasets folder saved with save_to_disk, parquet file(s), or a Hub dataset id such as ILSVRC/imagenet-1k"
+    "a datasets folder saved with save_to_disk, parquet file(s), WebDataset .tar shards (val-{000000..000063}.tar), "
+    "or a Hub dataset id such as ILSVRC/imagenet-1k"
 )
 
 _ILSVRC_VAL_RE = re.compile(r"^ILSVRC2012_val_(\d{8})(?:_[^./\\]*)?\.[A-Za-z]+$")
@@ -112,7 +115,7 @@ class Sample:
 class DataSource:
     """What :func:`discover` found. Picklable (DataLoader workers receive a copy)."""
 
-    layout: str  # "imagefolder" | "flat" | "datasets"
+    layout: str  # "imagefolder" | "flat" | "datasets" | "webdataset"
     samples: list[Sample]
     is_ilsvrc_val: bool
     root: str = ""  # the folder, file or Hub id the samples came from (for messages and reports)
@@ -171,6 +174,8 @@ def discover(
     numbering = stated_numbering(label_numbering, devkit_map)
     text = str(data)
     path = Path(text).expanduser()
+    if labels_file is None and looks_like_shards(text) and not path.is_dir():
+        return _shards(text, label2id, numbering)
     if not path.exists():
         if labels_file is None and _HUB_ID_RE.match(text) and not text.startswith((".", "~")):
             ds = _hub_dataset_or_bad_input(text, split)
@@ -203,6 +208,8 @@ def discover(
     if parquet:
         return _from_dataset(_load_parquet(_files_for_split(parquet, split)), text, label2id, image_column,
                              label_column, numbering)
+    if any(p.suffix.lower() == ".tar" for p in path.iterdir()):
+        return _shards(text, label2id, numbering)
     if not any(not p.name.startswith(".") for p in path.iterdir()):
         raise PlanError("data.source", f"folder is empty (give {ACCEPTED})", text)
     raise PlanError("data.source", f"no images or dataset files found; accepted layouts: {ACCEPTED}", text)
@@ -245,6 +252,12 @@ def _imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
             samples.append(Sample(f.relative_to(root).as_posix(), idx, str(f)))
     samples.sort(key=lambda s: s.image_id)
     return DataSource("imagefolder", samples, _all_ilsvrc(samples), str(root))
+
+
+def _shards(text: str, label2id, numbering) -> DataSource:
+    rows, images = read_shards(text, label2id, numbering)  # evaluate.shards: headers only, nothing extracted
+    samples = [Sample(image_id, label, k) for k, (image_id, label) in enumerate(rows)]
+    return DataSource("webdataset", samples, _all_ilsvrc(samples), text, dataset=images, image_column="image")
 
 
 # --------------------------------------------------------------------------- flat folder + labels file

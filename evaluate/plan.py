@@ -122,6 +122,9 @@ class DataSpec:
     subset_file: Path | None = None  # exactly these image ids (wins over subset)
     preprocessing: Preprocessing = Preprocessing.RELEASE
     skip_bad_images: bool = False
+    # read parquet, shards or a Hub dataset as a stream (labels first; only the chosen images are decoded)
+    streaming: bool = False
+    revision: str | None = None  # the Hub dataset's commit, tag or branch (a Hub id only)
 
 
 MAX_DEFAULT_WORKERS = 8  # past this, decoding outpaces one device and workers only cost memory
@@ -219,6 +222,8 @@ class EvalPlan:
                             d.preprocessing)
         if d.subset is not None and d.subset <= 0:
             raise PlanError("data.subset", "must be a positive number of images", d.subset)
+        if d.revision is not None and not d.streaming:
+            raise PlanError("data.revision", "pins a streamed Hub dataset; add data.streaming", d.revision)
         if r.batch_size != "auto" and (not isinstance(r.batch_size, int) or r.batch_size <= 0):
             raise PlanError("run.batch_size", "must be a positive number of images or auto", r.batch_size)
         if r.reference_chunk is not None and r.reference_chunk <= 0:

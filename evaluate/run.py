@@ -112,6 +112,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
                           image_processor=hf_transform.describe() if hf_transform is not None else None,
                           provenance=run_provenance(plan.report.command, started, weights.result()),
                           baseline=baseline)
+    record["streaming"], record["data_revision"] = d.streaming, d.revision
     output = Path(plan.report.output) if plan.report.output is not None else None
 
     def report() -> None:

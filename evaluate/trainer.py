@@ -20,7 +20,8 @@ from cvt_port.errors import first_line
 
 from .allocation import resolve_devices
 from .interrupts import Interrupted, lightning_pass
-from .plan import PlanError, ReportSpec, RunSpec
+from .plan import PlanError, ReportSpec, RunSpec, parse_devices
+from .progress import progress_bar
 
 DEVICE_FIELDS = ("run.accelerator", "run.devices", "run.num_nodes", "run.strategy", "run.precision")
 
@@ -55,7 +56,7 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
             enable_model_summary=False,
             use_distributed_sampler=False,  # ShardSampler: every image exactly once
             inference_mode=True,
-            callbacks=[_ExceptionRecorder()],
+            callbacks=[_ExceptionRecorder(), progress_bar()],  # progress_bar: images/s and time left
         )
     except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
