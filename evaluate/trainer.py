@@ -20,7 +20,7 @@ from cvt_port.errors import first_line
 
 from .allocation import resolve_devices
 from .interrupts import Interrupted, lightning_pass
-from .plan import PlanError, ReportSpec, RunSpec, parse_devices
+from .plan import PlanError, ReportSpec, RunSpec
 from .progress import progress_bar
 
 DEVICE_FIELDS = ("run.accelerator", "run.devices", "run.num_nodes", "run.strategy", "run.precision")
