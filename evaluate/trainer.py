@@ -20,6 +20,7 @@ from cvt_port.errors import first_line
 
 from .allocation import resolve_devices
 from .interrupts import Interrupted, lightning_pass
+from .memory import OutOfMemory, is_out_of_memory
 from .plan import PlanError, ReportSpec, RunSpec
 from .progress import progress_bar
 
@@ -142,10 +143,15 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
             if isinstance(recorder.exception, KeyboardInterrupt):
                 raise Interrupted(signal.SIGINT) from None
             raise
-        except BaseException:
+        except BaseException as exc:
             # a DataLoader worker killed by the same SIGTERM fails the pass before Lightning's check
             if trainer.received_sigterm:
                 raise Interrupted(signal.SIGTERM) from None
+            if is_out_of_memory(exc):  # outside a step (a step's own is a fault): moving the models to the device
+                raise OutOfMemory(f"out of memory on {trainer.strategy.root_device} before the first batch, while the "
+                                  "models were put on the device: their weights alone do not fit; use a device with "
+                                  "more memory, or evaluate fewer models at once (models.with_stock, "
+                                  "models.reference)") from None
             raise
     if trainer.received_sigterm:  # during the last batch Lightning lets the pass finish: still no verdict
         raise Interrupted(signal.SIGTERM)

@@ -201,3 +201,21 @@ sys.exit(main(sys.argv[1:]))
     assert all(line.endswith("error: out of memory on cpu with a batch of 16 images per device: use --batch-size 8 "
                              "or smaller (or --batch-size auto to find the largest that fits)") for line in lines)
     assert "exitcode: 2" in r.stderr and "exitcode: 4" not in r.stderr and "exitcode: 1 " not in r.stderr
+
+
+def test_out_of_memory_while_the_models_go_to_the_device_is_one_line_exit_2(digits, monkeypatch, tmp_path, capsys):
+    """Before the first step Lightning moves the models to the device; weights that do not fit are a setting
+    (exit 2, one line), not an internal error with a traceback."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    def no_room(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(SingleDeviceStrategy, "model_to_device", no_room)
+    status = cli.main(["--model", str(digits), "--config", VARIANT, "--data", str(DATA), "--accelerator", "cpu",
+                       "--num-workers", "0", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.BAD_INPUT, err
+    (line,) = [line for line in err.splitlines() if line.startswith("error")]
+    assert "out of memory on cpu before the first batch" in line and "--with-stock" in line
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
