@@ -19,7 +19,6 @@ which is deleted unless the check passes.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import resource
@@ -40,7 +39,7 @@ from .errors import BadInput, ParityError
 from .keymap import convert_keys
 from .legacy import LegacyHints, pick_variant
 from .outputs import WRITE_ERRNOS, cannot_write, check_output_folder
-from .provenance import library_versions
+from .provenance import library_versions, sha256_of
 from .reference import OriginalCvT
 from .variants import Variant, all_variants, get_variant
 
@@ -67,14 +66,6 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
@@ -244,7 +235,7 @@ def convert(
         raise cannot_write(output_dir, exc) from None
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvt_port") as pool:
-            sha = pool.submit(sha256_file, checkpoint)
+            sha = pool.submit(sha256_of, checkpoint)
             weights = pool.submit(write_weights, mapped, tmp)
             log("[3/5] importing transformers (meanwhile: hashing the source and writing model.safetensors)")
             hf_side = importlib.import_module(".hf", __package__)

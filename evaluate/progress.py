@@ -76,6 +76,16 @@ def images_total(trainer) -> int | None:
 
 
 class _ImagesMixin:
+    """What both bars share: a :class:`Throughput` reset when the pass starts and fed every batch."""
+
+    def __init__(self, clock=time.perf_counter, **kwargs):
+        super().__init__(**kwargs)
+        self.throughput = Throughput(clock)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        super().on_validation_start(trainer, pl_module)
+        self._reset_images(trainer)
+
     def _reset_images(self, trainer) -> None:
         self.throughput.reset(images_total(trainer))
 
@@ -87,14 +97,6 @@ class _ImagesMixin:
 class RichImagesBar(_ImagesMixin, RichProgressBar):
     """Lightning's Rich bar; the validation description says ``Validation 96/500 img, 31.2 img/s, 0:00:13 left``."""
 
-    def __init__(self, clock=time.perf_counter, **kwargs):
-        super().__init__(**kwargs)
-        self.throughput = Throughput(clock)
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        super().on_validation_start(trainer, pl_module)
-        self._reset_images(trainer)
-
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         text = self._count_images(batch)
         super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
@@ -105,14 +107,6 @@ class RichImagesBar(_ImagesMixin, RichProgressBar):
 
 class TQDMImagesBar(_ImagesMixin, TQDMProgressBar):
     """Lightning's tqdm bar with ``96/500 img, 31.2 img/s, 0:00:13 left`` as the validation bar's postfix."""
-
-    def __init__(self, clock=time.perf_counter, **kwargs):
-        super().__init__(**kwargs)
-        self.throughput = Throughput(clock)
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        super().on_validation_start(trainer, pl_module)
-        self._reset_images(trainer)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         text = self._count_images(batch)

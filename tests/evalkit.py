@@ -12,6 +12,7 @@ some out: top-1, top-5, ReaL, per-class and agreement figures are all non-trivia
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,17 @@ def evaluate_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 def wnids(n: int, step: int = 1) -> list[str]:
     return imagenet_wnids()[: n * step : step]
+
+
+def swap_head_classes(folder: Path, out: Path, a: int, b: int) -> Path:
+    """A copy of a converted model ``folder`` at ``out`` with classes ``a`` and ``b`` exchanged in its classifier
+    (weight and bias rows): it predicts b where the original predicts a and the other way round, a regression
+    that a baseline comparison and the gate must catch."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    tensors = load_file(out / "model.safetensors")
+    for key in ("classifier.weight", "classifier.bias"):
+        tensors[key][[a, b]] = tensors[key][[b, a]].clone()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    return out

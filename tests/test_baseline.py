@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 import cvt_port
 from cvt_port.errors import BadInput
@@ -27,7 +26,7 @@ from evaluate.baseline import Baseline, check_same_images, compare, read_baselin
 from evaluate.default import CHECKPOINT, DATA, VARIANT
 from evaluate.gate import CheckStatus, baseline_check
 from evaluate.stats import mcnemar_exact
-from evalkit import evaluate_cli
+from evalkit import evaluate_cli, swap_head_classes
 
 REPO = Path(__file__).resolve().parent.parent
 SWAP = (3, 8)  # the two head rows swapped in the regression fixture
@@ -48,16 +47,7 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def swapped(digits, tmp_path_factory):
     """A copy of the converted folder whose classifier rows (weight and bias) SWAP[0] and SWAP[1] are exchanged."""
-    folder = tmp_path_factory.mktemp("swapped") / "hf"
-    shutil.copytree(digits, folder)
-    tensors = load_file(folder / "model.safetensors")
-    a, b = SWAP
-    for key in ("classifier.weight", "classifier.bias"):
-        t = tensors[key].clone()
-        t[[a, b]] = t[[b, a]]
-        tensors[key] = t
-    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    return folder
+    return swap_head_classes(digits, tmp_path_factory.mktemp("swapped") / "hf", *SWAP)
 
 
 @pytest.fixture(scope="module")

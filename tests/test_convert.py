@@ -92,7 +92,7 @@ def test_conversion_facts_and_model_card(converted, cvt13_checkpoint):
     out, _ = converted
     path, _ = cvt13_checkpoint
     facts = json.loads((out / "conversion.json").read_text())
-    from cvt_port.conversion import sha256_file
+    from cvt_port.provenance import sha256_of as sha256_file
 
     assert facts["source"] == {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
     assert facts["variant"] == "cvt-13-224" and facts["activation"] == "quick_gelu"

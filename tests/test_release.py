@@ -19,7 +19,6 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard
-from safetensors.torch import load_file, save_file
 
 import cvt_port
 from evaluate.api import evaluate_model
@@ -27,6 +26,7 @@ from evaluate.cli import main
 from evaluate.default import CHECKPOINT, DATA, VARIANT
 from evaluate.interrupts import Interrupted
 from evaluate.release import card_with_results, eval_results
+from evalkit import swap_head_classes
 from fsfaults import read_only_folder
 
 CPU = dict(accelerator="cpu", num_workers=0, batch_size=64)
@@ -47,13 +47,7 @@ def converted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def swapped(tmp_path_factory, converted):
     """The converted model with classes 3 and 5 swapped in its head: a regression the gate must catch."""
-    out = tmp_path_factory.mktemp("swapped") / "hf"
-    shutil.copytree(converted, out)
-    sd = load_file(out / "model.safetensors")
-    for key in ("classifier.weight", "classifier.bias"):
-        sd[key][[3, 5]] = sd[key][[5, 3]].clone()
-    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
-    return out
+    return swap_head_classes(converted, tmp_path_factory.mktemp("swapped") / "hf", 3, 5)
 
 
 @pytest.fixture
