@@ -19,14 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .interrupts import Interrupted
-from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelKind, ModelSpec, PlanError, Preprocessing,
+from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKind, ModelSpec, PlanError, Preprocessing,
                    ReportSpec, RunSpec, default_num_workers)
 from .plan import DEFAULT_LOG_DIR, parse_loggers
-from .result import EvalResult, Prediction, exit_status
+from .result import EvalResult, ManyEvalResult, Prediction, exit_status
 from .run import build_cache_for, run_plan
 
 __all__ = [
-    "DEFAULT_OUTPUT", "DataSpec", "EvalPlan", "EvalResult", "Interrupted", "Mode", "ModelKind", "ModelSpec",
+    "DEFAULT_OUTPUT", "DataSpec", "EvalPlan", "EvalResult", "Interrupted", "ManyEvalResult", "Mode", "ModelEntry",
+    "ModelKind", "ModelSpec",
     "PlanError", "Prediction", "Preprocessing", "ReportSpec", "RunSpec", "build_cache", "evaluate_model",
     "exit_status", "run_plan",
 ]
@@ -34,7 +35,7 @@ __all__ = [
 
 def evaluate_model(
     *,
-    model: str | Path,
+    model: str | Path | list | tuple,
     data: str | Path,
     config: str | Path | None = None,
     reference: str | Path | None = None,
@@ -79,10 +80,15 @@ def evaluate_model(
     unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
     ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate
     only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``.
-    ``baseline``: an earlier run's output folder to compare with (``result.record["baseline"]``)."""
+    ``baseline``: an earlier run's output folder to compare with (``result.record["baseline"]``).
+
+    Several models on the same batches: ``model=[A, B, ...]``, each a folder/Hub id or a ``(folder, config)`` pair
+    (``config`` applies to the others); the result is then a :class:`ManyEvalResult` (``result.runs``,
+    ``result.for_model(name)``, the worst verdict as ``result.verdict``)."""
     command = _call("evaluate_model", locals())
+    entries = _entries(model, config)
     return run_plan(EvalPlan(
-        models=ModelSpec(model=str(model), config=None if config is None else str(config),
+        models=ModelSpec(model=entries[0].model, config=entries[0].config, extra_models=entries[1:],
                          reference=_path(reference), stock=stock, with_stock=with_stock,
                          trust_remote_code=trust_remote_code),
         data=DataSpec(source=str(data), labels_file=_path(labels_file), split=split, image_column=image_column,
@@ -114,6 +120,18 @@ def build_cache(plan: EvalPlan, cache_dir: str | Path) -> Path:
     """Decode and resize the plan's images once into ``cache_dir`` (runs then read it with
     ``RunSpec(cache_dir=...)``); returns the cache folder."""
     return build_cache_for(plan, Path(cache_dir))[0]
+
+
+def _entries(model, config) -> tuple[ModelEntry, ...]:
+    """``model`` (one, or a list of folders and ``(folder, config)`` pairs) as the job's entries."""
+    default = None if config is None else str(config)
+    if isinstance(model, (str, Path)):
+        return (ModelEntry(str(model), default),)
+    entries = tuple(ModelEntry(str(m[0]), default if m[1] is None else str(m[1])) if isinstance(m, (tuple, list))
+                    else ModelEntry(str(m), default) for m in model)
+    if not entries:
+        raise PlanError("models.model", "no model given (a converted folder or Hub id)")
+    return entries
 
 
 def _path(value: str | Path | None) -> Path | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_error
 
-from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec,
+from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelEntry, ModelSpec, PlanError, Preprocessing, ReportSpec,
                    RunSpec, default_num_workers, name_fields)
 from .plan import DEFAULT_LOG_DIR, LOGGERS, parse_loggers
 
@@ -45,6 +45,7 @@ FLAGS = {
     "report.loggers": "--logger", "report.log_dir": "--log-dir",
     "report.baseline": "--baseline",
     "run.reference_chunk": "--reference-chunk",
+    "models.models_file": "--models-file",
 }
 
 
@@ -65,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--config", metavar="VARIANT", help="variant name or configs/<variant>.yaml (preprocessing, "
                    "reference accuracy, gate); default: the variant recorded in the model folder's conversion.json")
-    g.add_argument("--model", metavar="DIR|HUB_ID", help="converted folder (loaded with cvt_port.load_model), or any "
-                   "Hugging Face image-classification folder or Hub id")
+    g.add_argument("--model", metavar="DIR|HUB_ID", action="append", help="converted folder (loaded with "
+                   "cvt_port.load_model), or any Hugging Face image-classification folder or Hub id; repeat it to "
+                   "evaluate several models on the same batches (a table, a record and a verdict per model; the exit "
+                   "status is the worst verdict)")
+    g.add_argument("--models-file", metavar="FILE", help="several models: one 'FOLDER' or 'FOLDER CONFIG' per line "
+                   "(after any --model); a line's CONFIG wins over --config, which applies to the other models")
     g.add_argument("--stock", action="store_true", help="load --model with the stock CvtForImageClassification (exact "
                    "GELU) instead of cvt_port.load_model (QuickGELU, as the original)")
     g.add_argument("--with-stock", action="store_true", help="also evaluate the stock class as an extra row")
@@ -178,9 +183,18 @@ def quiet_libraries(verbose: bool) -> None:
 def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
     """The flags, once, as the plan's typed parts."""
     path = lambda v: None if v is None else Path(v)  # noqa: E731
+    models = ModelSpec(config=args.config, reference=path(args.reference), stock=args.stock,
+                       with_stock=args.with_stock, trust_remote_code=args.trust_remote_code)
+    entries = [ModelEntry(m, args.config) for m in args.model or ()]
+    if args.models_file:
+        from .several_models import read_models_file
+
+        entries += [e if e.config else e._replace(config=args.config) for e in read_models_file(args.models_file)]
+    if entries:
+        models = dataclasses.replace(models, model=entries[0].model, config=entries[0].config,
+                                     extra_models=tuple(entries[1:]))
     return (
-        ModelSpec(model=args.model, config=args.config, reference=path(args.reference), stock=args.stock,
-                  with_stock=args.with_stock, trust_remote_code=args.trust_remote_code),
+        models,
         DataSpec(source=args.data, labels_file=path(args.labels_file), split=args.split,
                  image_column=args.image_column, label_column=args.label_column,
                  label_numbering=args.label_numbering, devkit_map=path(args.devkit_map), subset=args.subset, seed=args.seed,
@@ -207,7 +221,7 @@ def command_line(argv: list[str]) -> str:
 
 def is_demo(args: argparse.Namespace) -> bool:
     """No model, data or reference given: the bundled demo."""
-    return args.model is None and args.data is None and args.reference is None
+    return args.model is None and args.models_file is None and args.data is None and args.reference is None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cvt_port.errors import BadInput, first_line
 
@@ -92,18 +92,36 @@ class PlanError(BadInput):
         return f"{where}{'' if self.value is None else f' {self.value}'}: {name_fields(self.message, name)}"
 
 
+class ModelEntry(NamedTuple):
+    """One model of a several-models job: its folder (or Hub id) and its variant (None: conversion.json's)."""
+
+    model: str
+    config: str | None = None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to evaluate."""
+    """What to evaluate.
+
+    Several models in one job: ``model``/``config`` are the first, ``extra_models`` the others, each with its own
+    config. The first model stays in ``model`` because it is what a one-model run is: every reader of the spec
+    (reports, release, baseline, the tests and the API) keeps reading ``model`` unchanged, and a one-model spec
+    has ``extra_models == ()``; :attr:`entries` gives every model in order (:mod:`evaluate.several_models`)."""
 
     model: str | None = None  # converted folder, Hugging Face folder or Hub id
     config: str | None = None  # variant name or YAML path; None: the variant recorded in conversion.json
+    extra_models: tuple[ModelEntry, ...] = ()  # the second, third, ... model of a several-models job
     reference: Path | None = None  # original release .pth, run on the same batches
     stock: bool = False  # the primary model through the stock class (exact GELU)
     with_stock: bool = False  # the stock class as an extra row
     # run code that comes with a model folder or Hub repository (auto_map); a folder cvt_port wrote is served by
     # the package's own classes instead of its copy (cvt_port.remote.is_package_copy)
     trust_remote_code: bool = False
+
+    @property
+    def entries(self) -> tuple[ModelEntry, ...]:
+        """Every model of the job, the first one first."""
+        return (ModelEntry(self.model, self.config), *self.extra_models) if self.model else tuple(self.extra_models)
 
 
 @dataclass(frozen=True)
@@ -235,6 +253,8 @@ class EvalPlan:
         if r.attention not in ATTENTIONS:
             raise PlanError("run.attention", f"choose one of {', '.join(ATTENTIONS)}", r.attention)
         check_release_plan(self.report)
+        if m.extra_models:
+            check_several_models(self)
         unknown = [name for name in self.report.loggers if name not in LOGGERS]
         if unknown or len(set(self.report.loggers)) != len(self.report.loggers):
             raise PlanError("report.loggers", f"choose each of {', '.join(LOGGERS)} at most once",
@@ -243,6 +263,26 @@ class EvalPlan:
     @property
     def modes(self) -> tuple[Mode, ...]:
         return self.data.preprocessing.modes
+
+
+def check_several_models(plan: EvalPlan) -> None:
+    """What a several-models job refuses, before anything is loaded: the options that concern one model (an
+    original to compare with, an earlier run's predictions, a card or a Hub repo to write), and a model given twice
+    (its rows would be indistinguishable)."""
+    one_model = [("models.reference", plan.models.reference is not None, "compares one model with its original .pth"),
+                 ("report.baseline", plan.report.baseline is not None, "compares one model's predictions"),
+                 ("report.update_card", plan.report.update_card, "writes one model's card"),
+                 ("report.push_to_hub", plan.report.push_to_hub is not None, "uploads one model")]
+    for name, given, what in one_model:
+        if given:
+            raise PlanError(name, f"{what}; with several models, run it once per model with that model alone")
+    seen: set[str] = set()
+    for entry in plan.models.entries:
+        if not entry.model:
+            raise PlanError("models.model", "an empty model name; give a folder or Hub id")
+        if entry.model in seen:
+            raise PlanError("models.model", "is given twice; give each model once", entry.model)
+        seen.add(entry.model)
 
 
 def check_release_plan(report) -> None:

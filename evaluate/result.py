@@ -21,6 +21,16 @@ def exit_status(verdict: str) -> ExitStatus:
     return VERDICT_EXIT_STATUS[verdict]
 
 
+# Several models in one job: the job's verdict is the worst of theirs. A failed check (1) is worse than a check not
+# made (3), although 3 > 1: a failure is a finding about a model, "not made" only a lack of evidence; a job
+# with one failing model must exit 1 whatever the others say. So the order is by meaning, not by number.
+VERDICT_SEVERITY: tuple[str, ...] = ("pass", "not made", "fail")  # least to most severe
+
+
+def worst_verdict(verdicts) -> str:
+    return max(verdicts, key=VERDICT_SEVERITY.index)
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """How the run was made: the settings part of the report record (see ``report.build_record``)."""
@@ -102,3 +112,35 @@ class EvalResult:
     def model(self, name: str) -> dict:
         """One row of the side-by-side table (name, kind, preprocessing, top1, top5, agreement, ...)."""
         return next(m for m in self.record["models"] if m["name"] == name)
+
+
+@dataclass(frozen=True)
+class ManyEvalResult:
+    """The outcome of a several-models job: one :class:`EvalResult` per model (``runs``, in the order given;
+    each exactly what a run of that model alone gives back, figures and predictions), the table names
+    (``names``), the job's ``record`` (report.json: ``{"gate": worst, "runs": [record, ...]}``) and the worst
+    verdict as the job's (:func:`worst_verdict`)."""
+
+    record: dict
+    runs: tuple[EvalResult, ...]
+    names: tuple[str, ...]
+    output: Path | None
+
+    @property
+    def verdict(self) -> str:
+        return self.record["gate"]
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_status is ExitStatus.PASS
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return exit_status(self.verdict)
+
+    def for_model(self, name: str) -> EvalResult:
+        """One model's result, by its table name (the folder's name) or as it was given (folder or Hub id)."""
+        for label, run in zip(self.names, self.runs):
+            if name in (label, run.record["model"]):
+                return run
+        raise KeyError(f"no model {name!r} in this job; it has {', '.join(self.names)}")
