@@ -23,7 +23,7 @@ from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKi
                    ReportSpec, RunSpec, default_num_workers)
 from .plan import DEFAULT_LOG_DIR, parse_loggers
 from .result import EvalResult, ManyEvalResult, Prediction, exit_status
-from .run import build_cache_for, run_plan
+from . import run as _run
 
 __all__ = [
     "DEFAULT_OUTPUT", "DataSpec", "EvalPlan", "EvalResult", "Interrupted", "ManyEvalResult", "Mode", "ModelEntry",
@@ -104,6 +104,26 @@ def evaluate_model(
                           log_dir=Path(log_dir), baseline=_path(baseline),
                           command=command),
     ))
+
+
+def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
+    """Run a plan (:func:`evaluate.run.run_plan`); several models (``plan.models.extra_models``) in one pass
+    (:func:`evaluate.several_models.run_many`)."""
+    if plan.models.extra_models:
+        from .several_models import run_many
+
+        return run_many(plan)
+    return _run.run_plan(plan)
+
+
+def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes); for several models
+    one cache holding each distinct preprocessing (:func:`evaluate.several_models.build_many_cache`)."""
+    if plan.models.extra_models:
+        from .several_models import build_many_cache
+
+        return build_many_cache(plan, Path(cache_dir))
+    return _run.build_cache_for(plan, Path(cache_dir))
 
 
 def _call(name: str, arguments: dict) -> str:

@@ -45,7 +45,7 @@ FLAGS = {
     "report.loggers": "--logger", "report.log_dir": "--log-dir",
     "report.baseline": "--baseline",
     "run.reference_chunk": "--reference-chunk",
-    "models.models_file": "--models-file",
+    "models.extra_models": "--models-file",  # a several-models job: --model repeated, or a models file
 }
 
 
@@ -296,7 +296,7 @@ def cache_build(argv: list[str]) -> int:
         quiet_libraries(args.verbose)
         if not args.cache_dir:
             raise PlanError("run.cache_dir", "cache build needs a cache folder")
-        from .run import build_cache_for
+        from .api import build_cache_for
 
         models, data, run, report = plan_parts(args)
         out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir))

@@ -25,10 +25,6 @@ from .subset import samples_sha256
 
 
 def run_plan(plan: EvalPlan) -> EvalResult:
-    if plan.models.extra_models:  # several models in one pass: each its own record and verdict
-        from .several_models import run_many
-
-        return run_many(plan)
     from .dataset import EvalDataset
     from .lightning_module import EvalDataModule, EvalModule
     from .report import build_record, check_output, print_summary, write_reports
@@ -219,10 +215,6 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[st
     """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
     from .cache import build_cache
 
-    if plan.models.extra_models:  # one cache holding every distinct preprocessing of the models
-        from .several_models import build_many_cache
-
-        return build_many_cache(plan, cache_dir)
     folder = inspect_folder(plan.models.model)
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))

@@ -61,18 +61,18 @@ def read_models_file(path: str | Path) -> tuple[ModelEntry, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError("models.models_file", f"cannot be read ({type(exc).__name__})", path) from None
+        raise PlanError("models.extra_models", f"cannot be read ({type(exc).__name__})", path) from None
     entries = []
     for n, line in enumerate(text.splitlines(), start=1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
         if len(words) > 2:
-            raise PlanError("models.models_file", f"line {n} has {len(words)} words; give 'FOLDER' or 'FOLDER CONFIG' "
+            raise PlanError("models.extra_models", f"line {n} has {len(words)} words; give 'FOLDER' or 'FOLDER CONFIG' "
                             "per line", path)
         entries.append(ModelEntry(words[0], words[1] if len(words) == 2 else None))
     if not entries:
-        raise PlanError("models.models_file", "names no model; give one 'FOLDER [CONFIG]' per line", path)
+        raise PlanError("models.extra_models", "names no model; give one 'FOLDER [CONFIG]' per line", path)
     return tuple(entries)
 
 

@@ -236,10 +236,27 @@ def test_one_benchmark_runs_alone_and_cleans_up(tmp_path, photos):
     assert list((tmp_path / "work").iterdir()) == [], "the work folder was not removed"
 
 
+def test_several_models_in_one_job_against_separate_runs(tmp_path, photos):
+    """benchmarks.multi_model (by name only: not in the default run): three models in one job and one run per model,
+    on the JPEGs and on the cache; each model's top-1 the same both ways, the ratio from the measured walls."""
+    out = tmp_path / "multi.json"
+    proc = _bench("--tiny", "--photos", photos, "--workdir", tmp_path / "work", "--output", out,
+                  module="benchmarks.multi_model", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert list(r["sections"]) == ["6_multi_model"] and [row["section"] for row in r["table"]] == ["6", "6"]
+    s = r["sections"]["6_multi_model"]
+    for side in (s["jpeg"], s["cache"]):
+        assert side["figures_identical"] and len(side["top1_job"]) == 3 and side["top1_job"] == side["top1_alone"]
+        assert side["ratio"]["value"] == pytest.approx(side["separate_wall_s"] / side["job_wall_s"], rel=1e-3)
+        assert side["job"]["cmd"].count("--model") == 3 and all(a["cmd"].count("--model") == 1 for a in side["alone"])
+    assert s["cache_build"]["rc"] == 0 and "--cache-dir" in s["cache"]["job"]["cmd"]
+
+
 def test_bad_arguments_exit_2_with_one_line(tmp_path):
     proc = _bench("nonsense", timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling, gpu"]
+        "scaling, multi_model, gpu"]
     proc = _bench("--photos", tmp_path / "absent", timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
