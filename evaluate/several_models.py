@@ -220,6 +220,7 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
         record = build_record(results=view, primary=primary, reference=None, run=facts, variant=m.variant,
                               image_ids=image_ids, full=full, image_processor=hf.describe() if hf is not None else None,
                               provenance=run_provenance(plan.report.command, started, weighed.result()))
+        record["streaming"], record["data_revision"] = d.streaming, d.revision  # as evaluate.run.run_plan adds them
         predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
                             for idx, label, top in view["rows"])
         runs.append(EvalResult(record, predictions, primary, None, output))
