@@ -181,3 +181,21 @@ def test_models_with_other_classes_are_refused_before_loading(job, tmp_path):
     with pytest.raises(PlanError) as e:
         evaluate_model(model=[job["folders"]["a"], ten], config=job["cfg"]["c"], data=job["val"], **CPU)
     assert e.value.fields == ("models.model",) and f"different numbers of classes ({job['folders']['a'].name} 1000, ten 10)" in str(e.value)
+
+
+def test_one_cache_serves_every_preprocessing_of_the_job(job, tmp_path):
+    """``cache build`` with the job's models stores each distinct preprocessing once (224 for A, 192 for C); the job
+    on the cache gives the JPEG job's predictions."""
+    f, cfg = job["folders"], job["cfg"]
+    models_file = tmp_path / "models.txt"
+    models_file.write_text(f"{f['a']} {cfg['a']}\n{f['c']} {cfg['c']}\n")
+    cache = tmp_path / "cache"
+    r = evaluate_cli("cache", "build", "--models-file", models_file, "--data", job["val"], "--cache-dir", cache,
+                     *CLI_CPU)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(release, release-2)" in r.stdout
+    on_cache = evaluate_model(model=[(f["a"], cfg["a"]), (f["c"], cfg["c"])], data=job["val"], cache_dir=cache, **CPU)
+    many = job["many"]
+    assert on_cache.runs[0].predictions == many.runs[0].predictions
+    assert on_cache.runs[1].predictions == many.runs[2].predictions
+    assert [r.record["cache"] for r in on_cache.runs] == [str(cache)] * 2
