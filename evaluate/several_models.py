@@ -76,12 +76,6 @@ def read_models_file(path: str | Path) -> tuple[ModelEntry, ...]:
     return tuple(entries)
 
 
-def model_spec(base: ModelSpec, entries: list[ModelEntry]) -> ModelSpec:
-    """The spec of ``entries`` (the first is ``model``/``config``, the others ``extra_models``)."""
-    first, *rest = entries
-    return dataclasses.replace(base, model=first.model, config=first.config, extra_models=tuple(rest))
-
-
 def table_names(models: list[str]) -> list[str]:
     """Each model's name in the table: its folder's (or Hub repo's) last part, or the whole of what was given
     where two models share that last part."""

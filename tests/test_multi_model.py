@@ -100,8 +100,7 @@ def test_each_model_gets_the_record_and_predictions_of_a_run_alone(job):
 
 
 def test_each_image_is_decoded_once_and_preprocessed_once_per_protocol(job):
-    n = job["many"].num_samples if hasattr(job["many"], "num_samples") else job["many"].runs[0].num_samples
-    assert n == 101
+    assert [run.num_samples for run in job["many"].runs] == [101] * 3
     assert len(job["decoded"]) == 101  # three models, one decode per image
     assert sorted(set(job["resized"])) == [192, 224]  # A and B share 224; C has its own 192
     assert job["resized"].count(224) == 101 and job["resized"].count(192) == 101
