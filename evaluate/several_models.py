@@ -29,6 +29,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from cvt_port.provenance import run_provenance, utc_now, weights_provenance
 from cvt_port.variants import Variant
@@ -152,7 +153,7 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     from .numerics import autocast_dtype, env_overrides, float32_head, float32_mode, override_warnings, policy_record
     from .preflight import check_shipped_data
     from .report import build_record, check_output
-    from .run import _hardware, on_rank_zero_then_together
+    from .run import _batch_size, _hardware, on_rank_zero_then_together
     from .subset import samples_sha256
     from .trainer import cluster_environment, make_trainer, run_validation
 
@@ -186,10 +187,13 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
                    "subset": d.subset, "seed": d.seed, "preprocessing": d.preprocessing.value,
                    "precision": str(trainer.precision), "attention": r.attention, "compile": bool(r.compile),
                    "tf32": bool(r.tf32), "batch_size": r.batch_size, "world_size": trainer.world_size}
+    # batch size "auto": probed with every model of the job on the device (evaluate.run._batch_size)
+    batch_size, _ = _batch_size(r, SimpleNamespace(models=candidates), dataset.shapes, trainer, mixed,
+                                plan.report.summary)
     module = EvalModule(candidates, {key: t.normalization for key, t in transforms.items()}, n_classes,
-                        skip_bad_images=d.skip_bad_images, pad_to=r.batch_size if r.compile else None, hparams=hparams)
+                        skip_bad_images=d.skip_bad_images, pad_to=batch_size if r.compile else None, hparams=hparams)
     with float32_mode(r.tf32):
-        run_validation(trainer, module, EvalDataModule(dataset, r.batch_size, r.num_workers))
+        run_validation(trainer, module, EvalDataModule(dataset, batch_size, r.num_workers))
 
     samples = inputs.samples
     image_ids = [s.image_id for s in samples]

@@ -198,3 +198,10 @@ def test_one_cache_serves_every_preprocessing_of_the_job(job, tmp_path):
     assert on_cache.runs[0].predictions == many.runs[0].predictions
     assert on_cache.runs[1].predictions == many.runs[2].predictions
     assert [r.record["cache"] for r in on_cache.runs] == [str(cache)] * 2
+
+
+def test_batch_size_auto_serves_the_job(job):
+    f, cfg = job["folders"], job["cfg"]
+    many = evaluate_model(model=[(f["a"], cfg["a"]), (f["b"], cfg["b"])], data=job["val"],
+                          **{**CPU, "batch_size": "auto"})
+    assert [run.predictions for run in many.runs] == [job["many"].runs[0].predictions, job["many"].runs[1].predictions]
