@@ -69,16 +69,10 @@ class Prediction:
         return self.top[model][0]
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    """The outcome of one run. ``record`` is exactly what report.json holds; ``output`` is where the
-    reports were written (None when none were asked for, or on ranks other than the first)."""
+class _Verdict:
+    """The gate's verdict of a record (``record["gate"]``) and the exit status it maps to."""
 
     record: dict
-    predictions: tuple[Prediction, ...]
-    primary: str
-    reference: str | None
-    output: Path | None
 
     @property
     def verdict(self) -> str:
@@ -92,6 +86,18 @@ class EvalResult:
     @property
     def exit_status(self) -> ExitStatus:
         return exit_status(self.verdict)
+
+
+@dataclass(frozen=True)
+class EvalResult(_Verdict):
+    """The outcome of one run. ``record`` is exactly what report.json holds; ``output`` is where the
+    reports were written (None when none were asked for, or on ranks other than the first)."""
+
+    record: dict
+    predictions: tuple[Prediction, ...]
+    primary: str
+    reference: str | None
+    output: Path | None
 
     @property
     def checks(self) -> list[dict]:
@@ -115,7 +121,7 @@ class EvalResult:
 
 
 @dataclass(frozen=True)
-class ManyEvalResult:
+class ManyEvalResult(_Verdict):
     """The outcome of a several-models job: one :class:`EvalResult` per model (``runs``, in the order given;
     each exactly what a run of that model alone gives back, figures and predictions), the table names
     (``names``), the job's ``record`` (report.json: ``{"gate": worst, "runs": [record, ...]}``) and the worst
@@ -125,18 +131,6 @@ class ManyEvalResult:
     runs: tuple[EvalResult, ...]
     names: tuple[str, ...]
     output: Path | None
-
-    @property
-    def verdict(self) -> str:
-        return self.record["gate"]
-
-    @property
-    def passed(self) -> bool:
-        return self.exit_status is ExitStatus.PASS
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return exit_status(self.verdict)
 
     def for_model(self, name: str) -> EvalResult:
         """One model's result, by its table name (the folder's name) or as it was given (folder or Hub id)."""
