@@ -37,16 +37,15 @@ verify --cache-dir DIR``) checks a whole cache.
 
 A cache is written into a temporary folder beside the target and swapped into place at the
 end (:mod:`cvt_port.atomic`), so an interrupted build never leaves a half-written cache behind.
+Beside this module: :mod:`evaluate.cache_files` (writing and reading the files), :mod:`evaluate.cache_parts`
+(a build shared by the processes of a launch), :mod:`evaluate.cache_inputs` (a run's image list from the
+cache, no walk), :mod:`evaluate.cache_verify` (checking a whole cache).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -55,16 +54,14 @@ import torch
 
 from cvt_port.atomic import locked, staged_dir
 from cvt_port.errors import BadInput
-from cvt_port.provenance import library_versions
 
+from .cache_files import (  # noqa: F401  (MANIFEST, REBUILD_HINT, crc32_rows: re-exported)
+    MANIFEST, REBUILD_HINT, _damaged_files, _read_manifest, crc32_rows, decode_range, finish, refuse_existing, stored_key)
 from .cache_key import (  # noqa: F401  (cache_key, CACHE_FORMAT: re-exported)
     CACHE_FORMAT, cache_key, describe_transform, difference, key_parts, sha256_json, source_stamps)
+from .cache_verify import CacheReport, verify_cache  # noqa: F401  (re-exported)
 from .dataset import EvalDataset, collate
 from .layouts import DataSource, Sample
-
-MANIFEST = "manifest.json"
-REBUILD_HINT = ("rebuild it (`python -m evaluate cache build` or evaluate.api.build_cache) with this run's data, "
-                "subset and preprocessing, or use another cache folder")
 
 
 # --------------------------------------------------------------------------- building
@@ -80,6 +77,10 @@ def build_cache(
     progress: bool = True,
     batch_size: int = 64,
     overwrite: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    launch: str | None = None,
+    selection: dict | None = None,
 ) -> Path:
     """Decode and preprocess ``samples`` once into ``cache_dir``; returns ``cache_dir``.
 
@@ -87,6 +88,10 @@ def build_cache(
     do); any other existing folder is a :class:`BadInput` unless ``overwrite``. Without
     ``skip_bad_images`` an unreadable image fails the build, as it fails a run; with it, the
     image is stored as ``ok=False`` with its message and zero pixels.
+
+    ``world_size`` > 1 with a ``launch`` id: every process of the launch calls this alike, each decodes
+    its share and one assembles the same bytes a single process writes (:mod:`evaluate.cache_parts`).
+    ``selection`` (:func:`evaluate.cache_inputs.selection`) lets runs take the image list from the cache.
     """
     cache_dir = Path(cache_dir)
     samples = list(samples)
@@ -94,201 +99,48 @@ def build_cache(
         raise BadInput(f"cache {cache_dir}: no images to cache")
     stamps = source_stamps(samples)  # before decoding: a file changed meanwhile makes the cache stale, not wrong
     parts = key_parts(samples, transforms, source, stamps)
-    with locked(cache_dir):  # several builders (srun tasks) of one folder: the first builds, the others reuse it
+    if world_size > 1 and launch is not None:
+        from .cache_parts import build_shared
+
+        return build_shared(cache_dir, EvalDataset(source, samples, transforms), parts, stamps, transforms, source,
+                            rank, world_size, launch, num_workers, batch_size, skip_bad_images, progress, overwrite,
+                            selection)
+    with locked(cache_dir):  # several lone builders of one folder: the first builds, the others reuse it
         return _build_locked(cache_dir, source, samples, transforms, parts, stamps, num_workers, skip_bad_images,
-                             progress, batch_size, overwrite)
+                             progress, batch_size, overwrite, selection)
 
 
 def _build_locked(cache_dir, source, samples, transforms, parts, stamps, num_workers, skip_bad_images, progress,
-                  batch_size, overwrite) -> Path:
-    if cache_dir.exists() and not overwrite and not _is_empty_dir(cache_dir):
-        if _stored_key(cache_dir) == sha256_json(parts):
+                  batch_size, overwrite, selection) -> Path:
+    if not overwrite:
+        if stored_key(cache_dir) == sha256_json(parts):
             return cache_dir
-        raise BadInput(f"cache {cache_dir}: the folder exists and is not a cache of these images and settings"
-                       f"{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
-                       "remove it, choose another folder, or overwrite it")
-    # beside the target (same file system), swapped into place only when complete
-    with staged_dir(cache_dir) as tmp:
+        refuse_existing(cache_dir, samples, parts, transforms, stamps)
+    with staged_dir(cache_dir) as tmp:  # beside the target (same file system), swapped into place when complete
         dataset = EvalDataset(source, samples, transforms)
-        _write(tmp, dataset, parts, stamps, transforms, num_workers, batch_size, skip_bad_images, progress, source)
+        crcs, ok, errors = decode_range(tmp, dataset, 0, len(dataset), num_workers, batch_size, skip_bad_images,
+                                        progress)
+        finish(tmp, dataset, parts, stamps, transforms, source, crcs, ok, errors, selection)
     return cache_dir
-
-
-def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:
-    try:
-        manifest = json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8"))
-        _check_manifest(manifest)
-        return f" (it was built with {difference(manifest, parts, transforms, cache_dir, samples, stamps)})"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ""
-
-
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
-
-
-def _stored_key(cache_dir: Path) -> str | None:
-    try:
-        return json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8")).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _pixels_file(mode: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in mode)
-    return f"pixels-{safe}.npy"
-
-
-def _crc_file(mode: str) -> str:
-    return "crc32-" + _pixels_file(mode)[len("pixels-"):]
-
-
-def crc32_rows(arr: np.ndarray) -> np.ndarray:
-    """uint32 CRC-32 of each row (image) of a C-contiguous uint8 array."""
-    arr = np.ascontiguousarray(arr)
-    return np.fromiter((zlib.crc32(row) for row in arr.reshape(len(arr), -1)), dtype=np.uint32, count=len(arr))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write(tmp: Path, dataset: EvalDataset, parts: dict, stamps: np.ndarray, transforms, num_workers: int,
-           batch_size: int, skip_bad_images: bool, progress: bool, source: DataSource) -> None:
-    """Fill ``tmp`` with every file of a cache; the manifest is written last."""
-    n = len(dataset)
-    pixels = {mode: np.lib.format.open_memmap(tmp / _pixels_file(mode), mode="w+", dtype=np.uint8,
-                                              shape=(n, *shape))
-              for mode, shape in dataset.shapes.items()}
-    crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
-    ok = np.zeros(n, dtype=bool)
-    errors: dict[int, str] = {}
-    for batch in _batches(dataset, num_workers, batch_size, progress):
-        index = batch["index"].numpy()
-        for mode, arr in pixels.items():
-            rows = batch["pixels"][mode].numpy()
-            arr[index] = rows
-            crcs[mode][index] = crc32_rows(rows)
-        ok[index] = batch["ok"].numpy()
-        bad = index[~batch["ok"].numpy()]
-        if len(bad) and not skip_bad_images:
-            raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to record bad images in the cache")
-        errors.update(zip(bad.tolist(), batch["errors"]))
-    for arr in pixels.values():
-        arr.flush()
-    del pixels
-    np.save(tmp / "labels.npy", np.asarray([s.label for s in dataset.samples], dtype=np.int64))
-    np.save(tmp / "ok.npy", ok)
-    (tmp / "errors.json").write_text(json.dumps({str(i): m for i, m in sorted(errors.items())}, indent=1) + "\n",
-                                     encoding="utf-8")
-    (tmp / "image_ids.txt").write_text("".join(s.image_id + "\n" for s in dataset.samples), encoding="utf-8")
-    for mode, crc in crcs.items():
-        np.save(tmp / _crc_file(mode), crc)
-    np.save(tmp / "sources.npy", stamps)
-    manifest = _manifest(parts, dataset, transforms, source, bad=len(errors))
-    manifest["sha256"] = {name: _sha256_file(tmp / name) for name in _small_files(manifest)}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _batches(dataset: EvalDataset, num_workers: int, batch_size: int, progress: bool):
-    """The dataset in order, decoded by ``num_workers`` processes, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=collate, prefetch_factor=4 if num_workers > 0 else None)
-    with tqdm(total=len(dataset), desc="caching", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for batch in loader:
-            yield batch
-            bar.update(len(batch["index"]))
-
-
-def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource, bad: int) -> dict:
-    return {
-        "format": CACHE_FORMAT,
-        "key": sha256_json(parts),
-        "parts": parts,
-        "count": len(dataset),
-        "bad_images": bad,
-        "data": str(source.root),
-        "layout": source.layout,
-        "modes": {mode: {"shape": list(shape), "file": _pixels_file(mode), "crc32": _crc_file(mode),
-                         "description": describe_transform(transforms[mode])}
-                  for mode, shape in dataset.shapes.items()},
-        "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt",
-                  "sources": "sources.npy"},
-        # informational, not part of the key: the versions that produced the pixels
-        "versions": library_versions("numpy", "pillow", "torch", "transformers"),
-    }
-
-
-def _small_files(manifest: dict) -> list[str]:
-    """Every file of a cache but the pixels, whose sha256 the manifest records."""
-    return [*manifest["files"].values(), *(info["crc32"] for info in manifest["modes"].values())]
 
 
 # --------------------------------------------------------------------------- reading
 
 
 def open_cache(cache_dir: str | Path, samples: Sequence[Sample], transforms: Mapping[str, Callable],
-               source: DataSource | None = None, verify: bool = True) -> "CachedDataset":
+               source: DataSource | None = None, verify: bool = True, stamps=None) -> "CachedDataset":
     """The cache at ``cache_dir`` as a dataset, only if it was built for exactly these samples, source
     files and transforms (same key); otherwise a one-line :class:`BadInput` naming what differs.
     ``source`` is needed for dataset rows. ``verify=False`` skips the per-image CRC check (for
-    measuring its cost only)."""
+    measuring its cost only). ``stamps``: the source files' (:mod:`evaluate.cache_inputs`: no walk)."""
     cache_dir = Path(cache_dir)
     manifest = _read_manifest(cache_dir)
-    stamps = source_stamps(samples)
+    stamps = source_stamps(samples) if stamps is None else stamps
     expected = key_parts(samples, transforms, source, stamps)
     if manifest.get("key") != sha256_json(expected):
         why = difference(manifest, expected, transforms, cache_dir, samples, stamps)
         raise BadInput(f"cache {cache_dir} was built with {why}; {REBUILD_HINT}")
     return CachedDataset(cache_dir, manifest, verify=verify)
-
-
-def _read_manifest(cache_dir: Path) -> dict:
-    path = cache_dir / MANIFEST
-    if not path.is_file():
-        what = "no such folder" if not cache_dir.exists() else f"no {MANIFEST}"
-        raise BadInput(f"cache {cache_dir}: {what} (not a finished cache); build it with `python -m evaluate cache build`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        _check_manifest(manifest)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadInput(f"cache {cache_dir}: {MANIFEST} is unreadable or corrupt ({type(exc).__name__}); "
-                       f"{REBUILD_HINT}") from None
-    return manifest
-
-
-def _check_manifest(manifest) -> None:
-    """Raise ValueError/KeyError/TypeError unless ``manifest`` has the fields a reader uses."""
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
-        raise ValueError("not a cache manifest")
-    int(manifest["count"])
-    if manifest.get("format") != CACHE_FORMAT:
-        return  # refused by the key comparison, which names the format
-    if not isinstance(manifest["modes"], dict) or not manifest["modes"]:
-        raise ValueError("no modes")
-    for info in manifest["modes"].values():
-        if len(info["shape"]) != 3 or not isinstance(info["file"], str) or not isinstance(info["crc32"], str):
-            raise ValueError("bad mode entry")
-    if not isinstance(manifest["sha256"], dict) or set(manifest["sha256"]) != set(_small_files(manifest)):
-        raise ValueError("no checksums")
-
-
-def _damaged_files(cache_dir: Path, manifest: dict) -> list[str]:
-    """The small files whose sha256 is not the one the manifest recorded (or that are missing)."""
-    bad = []
-    for name, digest in manifest["sha256"].items():
-        try:
-            if _sha256_file(cache_dir / name) != digest:
-                bad.append(name)
-        except OSError:
-            bad.append(name)
-    return bad
 
 
 def _damage_message(image_id: str, cache_dir: Path, file: str) -> str:
@@ -410,64 +262,3 @@ def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.asarray(arr[idx])
 
 
-# --------------------------------------------------------------------------- verifying
-
-
-@dataclass
-class CacheReport:
-    """What :func:`verify_cache` found: ``damaged`` lists (image id, pixel file) per image whose
-    pixels fail their CRC-32; ``damaged_files`` the small files whose sha256 differs."""
-
-    cache_dir: Path
-    count: int
-    modes: list[str]
-    damaged: list[tuple[str, str]] = field(default_factory=list)
-    damaged_files: list[str] = field(default_factory=list)
-
-    @property
-    def intact(self) -> bool:
-        return not self.damaged and not self.damaged_files
-
-    def lines(self, limit: int = 20) -> list[str]:
-        """One line per finding (at most ``limit`` images), then a summary line."""
-        out = [f"damaged file: {self.cache_dir / name} (sha256 differs from {MANIFEST})" for name in self.damaged_files]
-        out += [f"damaged: {image_id} in {file}" for image_id, file in self.damaged[:limit]]
-        if len(self.damaged) > limit:
-            out.append(f"... and {len(self.damaged) - limit} more damaged image(s)")
-        state = "intact" if self.intact else (f"DAMAGED: {len(self.damaged)} image(s), {len(self.damaged_files)} "
-                                              f"other file(s); {REBUILD_HINT}")
-        out.append(f"cache {self.cache_dir}: {self.count} images, modes {', '.join(self.modes)}: {state}")
-        return out
-
-
-def verify_cache(cache_dir: str | Path, chunk: int = 256) -> CacheReport:
-    """Check every file of the cache at ``cache_dir`` against its recorded checksums.
-
-    Not a cache (no or an unreadable manifest, another format): :class:`BadInput`. A pixel file
-    that cannot be read at all counts every image of it as damaged."""
-    cache_dir = Path(cache_dir)
-    manifest = _read_manifest(cache_dir)
-    if manifest.get("format") != CACHE_FORMAT:
-        raise BadInput(f"cache {cache_dir}: cache format {manifest.get('format')} (this version reads format "
-                       f"{CACHE_FORMAT}); {REBUILD_HINT}")
-    n = int(manifest["count"])
-    report = CacheReport(cache_dir, n, sorted(manifest["modes"]), damaged_files=_damaged_files(cache_dir, manifest))
-    try:
-        ids = (cache_dir / "image_ids.txt").read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        ids = []
-    ids = ids if len(ids) == n else [f"#{i}" for i in range(n)]
-    for mode in report.modes:
-        info = manifest["modes"][mode]
-        try:
-            pixels = np.load(cache_dir / info["file"], mmap_mode="r")
-            crcs = np.load(cache_dir / info["crc32"])
-            if pixels.shape != (n, *info["shape"]) or pixels.dtype != np.uint8 or crcs.shape != (n,):
-                raise ValueError("shape")
-        except (OSError, ValueError):
-            report.damaged += [(i, info["file"]) for i in ids]
-            continue
-        for start in range(0, n, chunk):
-            bad = np.flatnonzero(crc32_rows(pixels[start:start + chunk]) != crcs[start:start + chunk])
-            report.damaged += [(ids[start + int(j)], info["file"]) for j in bad]
-    return report

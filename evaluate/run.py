@@ -51,7 +51,13 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if m.reference is not None and not Path(m.reference).exists():
         raise PlanError("models.reference", "no such file", m.reference)
     # a bad data path, or labels the model does not have, are reported before any model is loaded
-    inputs = prepare_data(d, folder.label2id, num_classes(folder, variant))
+    cached = None
+    if r.cache_dir is not None:  # the cache's own image list when it was built with these data flags: no walk
+        from .cache_inputs import inputs_from_cache
+
+        cached = inputs_from_cache(Path(r.cache_dir), d, num_classes(folder, variant))
+    inputs, stamps = cached if cached is not None else (prepare_data(d, folder.label2id, num_classes(folder, variant)),
+                                                         None)
     check_shipped_data(s.image_id for s in inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(inputs.samples))
@@ -67,7 +73,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if r.cache_dir is not None:
         from .cache import open_cache
 
-        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source)
+        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source, stamps=stamps)
     else:
         dataset = EvalDataset(inputs.source, inputs.samples, transforms)
     normalizations = {mode: t.normalization for mode, t in transforms.items()}
@@ -212,13 +218,19 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
-    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
+    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes). Under srun or
+    torchrun every process decodes its share and one assembles the cache (:mod:`evaluate.cache_parts`)."""
+    from .allocation import launch_id, read_allocation
     from .cache import build_cache
+    from .cache_inputs import selection
 
+    alloc = read_allocation()  # before the data: an unusable launcher environment is found first
     folder = inspect_folder(plan.models.model)
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
     transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
-                      num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images)
+                      num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images,
+                      rank=alloc.rank if alloc else 0, world_size=alloc.world_size if alloc else 1, launch=launch_id(),
+                      selection=selection(plan.data, inputs))
     return out, len(inputs.samples), list(transforms)

@@ -1,12 +1,15 @@
 """On a cluster: the processes srun or torchrun started decide the world size and ranks, a device flag that
 contradicts them (or a GPU binding Lightning cannot run) is one line and exit 2 before any data or model is
-read, and one process writes each shared path (the demo's converted model, a pixel cache) while the others
-wait and reuse it. Launchers are simulated with their environment variables; processes are real."""
+read, one process writes each shared path (the demo's converted model) while the others wait and reuse it, and
+a pixel cache is built by all processes together, each decoding its share. Launchers are simulated with their
+environment variables; processes are real."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import evaluate_cli, wnids
-from imagegen import make_imagefolder
+from imagegen import make_imagefolder, write_corrupt
 
 from evaluate.allocation import read_allocation
 from evaluate.api import evaluate_model
@@ -167,19 +170,95 @@ def data(tmp_path_factory):
     return root
 
 
-def test_srun_tasks_building_one_cache_decode_each_image_once(tiny, data, tmp_path):
-    log, cache = tmp_path / "count.log", tmp_path / "cache"
+def cache_build_code(data, cache, tiny, before: str = "") -> str:
     argv = ["cache", "build", "--model", tiny["hf"], "--config", tiny["yaml"], "--data", data, "--cache-dir", cache,
             "--num-workers", "0"]
-    code = f"from evaluate.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
-    runs = start_all(code, [clean_env(COUNT_LOG=str(log), **slurm(ntasks=4, per_node=4, procid=i)) for i in range(4)])
-    assert [r.returncode for r in runs] == [0] * 4, [r.stderr[-2000:] for r in runs]
+    return before + f"\nfrom evaluate.cli import main; sys.exit(main({[str(a) for a in argv]!r}))"
+
+
+def decodes_per_process(log: Path) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for line in log.read_text().splitlines():
+        pid, what, *index = line.split()
+        if what == "decode":
+            out.setdefault(pid, []).append(int(index[0]))
+    return out
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def single_process_cache(tiny, data, tmp_path_factory):
+    """The cache one process builds alone (no launcher): what a shared build must equal byte for byte."""
+    cache = tmp_path_factory.mktemp("single") / "cache"
+    r = evaluate_cli("cache", "build", "--model", tiny["hf"], "--config", tiny["yaml"], "--data", data,
+                     "--cache-dir", cache, "--num-workers", "0", env=clean_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    return cache
+
+
+def test_srun_tasks_build_one_cache_together_each_decoding_its_share(tiny, data, tmp_path, single_process_cache):
+    log, cache = tmp_path / "count.log", tmp_path / "cache"
+    code = cache_build_code(data, cache, tiny)
+    runs = start_all(code, [clean_env(COUNT_LOG=str(log), **slurm(ntasks=3, per_node=3, procid=i)) for i in range(3)])
+    assert [r.returncode for r in runs] == [0] * 3, [r.stderr[-2000:] for r in runs]
     assert all("cache of 12 images" in r.stdout for r in runs)
-    decodes = [line.split()[2] for line in log.read_text().splitlines() if " decode " in line]
-    assert sorted(decodes, key=int) == [str(i) for i in range(12)]  # every image decoded once, by one builder
+    shares = sorted(decodes_per_process(log).values())
+    assert sorted(i for share in shares for i in share) == list(range(12))  # every image decoded once in all
+    assert [sorted(share) for share in shares] == [list(range(0, 4)), list(range(4, 8)), list(range(8, 12))]
     verify = evaluate_cli("cache", "verify", "--cache-dir", cache)
     assert verify.returncode == 0 and "12 images, modes release: intact" in verify.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "count.log"]  # no leftovers, no lock file
+    assert file_digests(cache) == file_digests(single_process_cache)  # byte for byte a one-process build
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "count.log"]  # no staging, parts or lock left
+    shared, alone = (evaluate_model(model=tiny["hf"], config=tiny["yaml"], data=data, cache_dir=c, accelerator="cpu",
+                                    devices=1, num_workers=0, summary=False) for c in (cache, single_process_cache))
+    assert shared.predictions == alone.predictions and len({p.top[shared.primary] for p in shared.predictions}) > 1
+
+
+def test_a_builder_that_dies_ends_the_others_with_one_line_and_a_rerun_decodes_only_its_share(
+        tiny, data, tmp_path, single_process_cache):
+    log, cache = tmp_path / "count.log", tmp_path / "cache"
+    # rank 2 lives (its sign of life changes) until the other parts are done, then is killed mid-build
+    dies = f"""
+import evaluate.cache_parts, glob; evaluate.cache_parts.PART_WAIT_S = 2
+def live_then_die(self, i):
+    while len(glob.glob({str(tmp_path)!r} + "/.cache.build-*/part-[01]-of-3")) < 2:
+        [os.utime(f) for f in glob.glob({str(tmp_path)!r} + "/.cache.build-*/alive-2-of-3")]
+        time.sleep(0.1)
+    os._exit(137)
+if os.environ['SLURM_PROCID'] == '2':
+    evaluate.dataset.EvalDataset.__getitem__ = live_then_die
+"""
+    envs = [clean_env(COUNT_LOG=str(log), **slurm(ntasks=3, per_node=3, procid=i, SLURM_STEP_ID="0")) for i in range(3)]
+    runs = start_all(cache_build_code(data, cache, tiny, dies), envs)
+    assert [r.returncode for r in runs] == [2, 2, 137], [r.stderr[-2000:] for r in runs]
+    for r in runs[:2]:
+        lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("caching")]  # rank 0's bar
+        assert len(lines) == 1 and "part-2-of-3 (rank(s) 2) not finished and no sign of life for 2 s" in lines[0]
+        assert "rerun the build (finished parts are reused)" in lines[0] and "Traceback" not in r.stderr
+    assert not cache.exists()  # nothing published
+    log.write_text("")
+    runs = start_all(cache_build_code(data, cache, tiny), [{**e, "SLURM_STEP_ID": "1"} for e in envs])  # the rerun
+    assert [r.returncode for r in runs] == [0] * 3, [r.stderr[-2000:] for r in runs]
+    assert sorted(i for share in decodes_per_process(log).values() for i in share) == list(range(8, 12))
+    assert file_digests(cache) == file_digests(single_process_cache)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "count.log"]
+
+
+def test_a_bad_image_in_one_share_ends_every_builder_with_its_line(tiny, data, tmp_path):
+    bad_data = tmp_path / "val"
+    shutil.copytree(data, bad_data)
+    write_corrupt(sorted(bad_data.iterdir())[1] / "broken.JPEG")
+    cache = tmp_path / "cache"
+    wait = "import evaluate.cache_parts; evaluate.cache_parts.PART_WAIT_S = 60\n"
+    runs = start_all(cache_build_code(bad_data, cache, tiny, wait),
+                     [clean_env(COUNT_LOG=str(tmp_path / "log"), **slurm(ntasks=3, per_node=3, procid=i)) for i in range(3)])
+    assert [r.returncode for r in runs] == [2] * 3, [r.stderr[-2000:] for r in runs]
+    lines = {r.stderr.strip().splitlines()[-1] for r in runs}
+    assert len(lines) == 1 and "broken.JPEG: cannot decode image" in lines.pop()  # the failing share's line, on all
+    assert not cache.exists()
 
 
 def test_demo_under_srun_converts_once_and_every_task_uses_that_folder(tmp_path):

@@ -1,0 +1,93 @@
+"""A run from a cache takes its image list from the cache: no walk of the data folder and no stat of every
+image, the same predictions as a run from the JPEGs; other data flags, or a changed folder or probed file,
+fall back to the walk, where the cache key refuses a cache of other images in one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evalkit import wnids
+from imagegen import make_imagefolder, write_image
+
+import evaluate.inputs
+from cvt_port.errors import BadInput
+from evaluate.api import build_cache, evaluate_model
+from evaluate.cache_inputs import PROBES
+from evaluate.plan import DataSpec, EvalPlan, ModelSpec, RunSpec
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nowalk") / "val"
+    make_imagefolder(root, wnids(8, step=97), per_class=6)  # 48 images: more than the probes
+    return root
+
+
+def run(tiny, data, **more):
+    return evaluate_model(model=tiny["hf"], config=tiny["yaml"], data=data, accelerator="cpu", devices=1,
+                          num_workers=0, summary=False, **more)
+
+
+def build(tiny, data, cache, **data_flags):
+    plan = EvalPlan(ModelSpec(model=str(tiny["hf"]), config=str(tiny["yaml"])),
+                    DataSpec(source=str(data), **data_flags), RunSpec(num_workers=0))
+    return build_cache(plan, cache)
+
+
+def forbid_walk(monkeypatch, data) -> list[str]:
+    """From here on the data folder may not be walked, nor every image stat-ed; returns the images stat-ed."""
+    def refuse(*a, **k):
+        raise AssertionError("the data folder was walked")
+    monkeypatch.setattr(evaluate.inputs, "discover", refuse)
+    monkeypatch.setattr("evaluate.cache.source_stamps", refuse)
+    stats, real_stat = [], os.stat
+
+    def counted(path, *a, **k):
+        if str(path).lower().endswith(".jpeg") and str(path).startswith(str(data)):
+            stats.append(str(path))
+        return real_stat(path, *a, **k)
+    monkeypatch.setattr(os, "stat", counted)
+    return stats
+
+
+def test_a_run_from_the_cache_does_not_walk_the_folder_and_predicts_the_same(tiny, data, tmp_path, monkeypatch):
+    jpeg = run(tiny, data, subset=24, seed=3)
+    build(tiny, data, tmp_path / "cache", subset=24, seed=3)
+    stats = forbid_walk(monkeypatch, data)
+    cached = run(tiny, data, subset=24, seed=3, cache_dir=tmp_path / "cache")
+    assert cached.predictions == jpeg.predictions and len(cached.predictions) == 24
+    assert len({p.top[cached.primary] for p in cached.predictions}) > 1
+    assert cached.record["subset"] == 24 and cached.record["subset_sha256"] == jpeg.record["subset_sha256"]
+    assert 0 < len(stats) <= PROBES < 48  # a few probes, not every image
+
+
+def test_other_data_flags_walk_and_the_cache_of_other_images_is_refused(tiny, data, tmp_path):
+    build(tiny, data, tmp_path / "cache", subset=24, seed=3)
+    for flags in (dict(subset=12, seed=3), dict(subset=24, seed=4)):
+        with pytest.raises(BadInput, match="another image list") as err:
+            run(tiny, data, cache_dir=tmp_path / "cache", **flags)
+        assert "\n" not in str(err.value)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    next(other.rglob("*.JPEG")).unlink()
+    with pytest.raises(BadInput, match="another image list"):
+        run(tiny, other, cache_dir=tmp_path / "cache", subset=24, seed=3)
+
+
+def test_a_changed_probe_or_a_new_image_makes_the_run_walk_and_refuse(tiny, data, tmp_path):
+    copy = tmp_path / "val"
+    shutil.copytree(data, copy)
+    build(tiny, copy, tmp_path / "cache")
+    first = sorted(copy.rglob("*.JPEG"))[0]  # the first image of the list: always probed
+    write_image(first, (70, 50), seed=99)
+    with pytest.raises(BadInput, match=r"1 image\(s\) changed size or modification time since the build, e\.g\. "
+                       + first.relative_to(copy).as_posix()):
+        run(tiny, copy, cache_dir=tmp_path / "cache")
+    build(tiny, copy, tmp_path / "cache2")
+    write_image(first.parent / "added.JPEG", seed=5)  # a new image in a class folder: its folder's time changes
+    with pytest.raises(BadInput, match="another image list"):
+        run(tiny, copy, cache_dir=tmp_path / "cache2")
