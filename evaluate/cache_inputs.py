@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import Inputs, check_label_range
+from .inputs import Inputs, check_label_range, prepare_data
 from .layouts import DataSource, Sample
 from .plan import DataSpec
 
@@ -98,3 +98,13 @@ def inputs_from_cache(cache_dir: Path, spec: DataSpec, classes: int = 0) -> tupl
         check_label_range(samples, classes, spec.source)
     source = DataSource(recorded["layout"], samples, bool(recorded["is_ilsvrc_val"]), root=root)
     return Inputs(source, samples, bool(recorded["is_subset"])), stamps
+
+
+def run_inputs(spec: DataSpec, cache_dir: Path | None, label2id, classes: int) -> tuple[Inputs, np.ndarray | None]:
+    """A run's images and, when they come from ``cache_dir``'s own list (built with these data flags), the
+    source stamps recorded with it: a run from the cache walks no JPEG folder; otherwise the data are listed."""
+    if cache_dir is not None:
+        cached = inputs_from_cache(Path(cache_dir), spec, classes)
+        if cached is not None:
+            return cached
+    return prepare_data(spec, label2id, classes), None

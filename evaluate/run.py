@@ -13,6 +13,7 @@ from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, we
 
 from .baseline import check_same_images, read_baseline
 from .candidates import build_candidates, tune_models
+from .cache_inputs import run_inputs
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
 from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode, hardware_facts, override_warnings,
@@ -51,13 +52,8 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     if m.reference is not None and not Path(m.reference).exists():
         raise PlanError("models.reference", "no such file", m.reference)
     # a bad data path, or labels the model does not have, are reported before any model is loaded
-    cached = None
-    if r.cache_dir is not None:  # the cache's own image list when it was built with these data flags: no walk
-        from .cache_inputs import inputs_from_cache
-
-        cached = inputs_from_cache(Path(r.cache_dir), d, num_classes(folder, variant))
-    inputs, stamps = cached if cached is not None else (prepare_data(d, folder.label2id, num_classes(folder, variant)),
-                                                         None)
+    # with a cache: the cache's own image list when it was built with these data flags (no walk)
+    inputs, stamps = run_inputs(d, r.cache_dir, folder.label2id, num_classes(folder, variant))
     check_shipped_data(s.image_id for s in inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(inputs.samples))
@@ -218,17 +214,25 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
-    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes). Under srun or
-    torchrun every process decodes its share and one assembles the cache (:mod:`evaluate.cache_parts`)."""
-    from .allocation import launch_id, read_allocation
-    from .cache import build_cache
-    from .cache_inputs import selection
+    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
+    from .allocation import read_allocation
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
     folder = inspect_folder(plan.models.model)
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
     transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
+
+
+def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc) -> tuple[Path, int, list[str]]:
+    """The cache of these images under these transforms. Under srun or torchrun (``alloc``) every process decodes
+    its share and one assembles the cache (:mod:`evaluate.cache_parts`); the data flags are recorded with it, so
+    that runs with the same flags take its image list instead of walking the data."""
+    from .allocation import launch_id
+    from .cache import build_cache
+    from .cache_inputs import selection
+
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images,
                       rank=alloc.rank if alloc else 0, world_size=alloc.world_size if alloc else 1, launch=launch_id(),

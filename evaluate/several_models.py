@@ -36,7 +36,8 @@ from cvt_port.variants import Variant
 
 from .cache_key import describe_transform, sha256_json
 from .candidates import Candidates, build_candidates, tune_models
-from .inputs import Inputs, build_transforms, num_classes, prepare_data
+from .cache_inputs import run_inputs
+from .inputs import Inputs, build_transforms, num_classes
 from .models import LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
 from .result import EvalResult, ManyEvalResult, Prediction, RunFacts, exit_status, worst_verdict
@@ -84,9 +85,11 @@ def table_names(models: list[str]) -> list[str]:
     return [s if short.count(s) == 1 else m for s, m in zip(short, models)]
 
 
-def prepare(plan: EvalPlan) -> tuple[list[Member], Inputs, dict, int]:
-    """Every model's folder and variant, the images (checked against the models' one label set) and one
-    transform per distinct preprocessing: (members, inputs, transforms by pixel key, classes). Nothing loaded."""
+def prepare(plan: EvalPlan, cache_dir: Path | None = None) -> tuple[list[Member], Inputs, object, dict, int]:
+    """Every model's folder and variant, the images (checked against the models' one label set; from
+    ``cache_dir``'s own list when it was built with these data flags) and one transform per distinct
+    preprocessing: (members, inputs, the cache's source stamps or None, transforms by pixel key, classes).
+    Nothing loaded."""
     entries = plan.models.entries
     names = table_names([e.model for e in entries])
     members = []
@@ -103,7 +106,7 @@ def prepare(plan: EvalPlan) -> tuple[list[Member], Inputs, dict, int]:
         odd = next(m.name for m in members if m.folder.label2id not in (None, maps[0]))
         raise PlanError("models.model", f"{odd} names its classes differently from {members[0].name} (label2id); "
                         "evaluate models of one label set together")
-    inputs = prepare_data(plan.data, next((l2i for l2i in maps if l2i), None), classes[0])
+    inputs, stamps = run_inputs(plan.data, cache_dir, next((l2i for l2i in maps if l2i), None), classes[0])
     transforms: dict = {}
     by_description: dict[str, str] = {}
     for m in members:
@@ -114,7 +117,7 @@ def prepare(plan: EvalPlan) -> tuple[list[Member], Inputs, dict, int]:
                 by_description[described] = key = mode if n == 0 else f"{mode}-{n + 1}"
                 transforms[key] = transform
             m.keys[mode] = by_description[described]
-    return members, inputs, transforms, classes[0]
+    return members, inputs, stamps, transforms, classes[0]
 
 
 def load_members(members: list[Member], plan: EvalPlan) -> list:
@@ -167,7 +170,7 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     output = Path(plan.report.output) if plan.report.output is not None else None
     if output is not None:
         check_output(output)
-    members, inputs, transforms, n_classes = prepare(plan)
+    members, inputs, stamps, transforms, n_classes = prepare(plan, r.cache_dir)
     check_shipped_data(s.image_id for s in inputs.samples)
     with ThreadPoolExecutor(2, thread_name_prefix="cvt-port-sha256") as pool:
         weights = [pool.submit(weights_provenance, m.folder.source, m.folder.is_local, m.folder.conversion_facts())
@@ -178,7 +181,7 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     if r.cache_dir is not None:
         from .cache import open_cache
 
-        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source)
+        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source, stamps=stamps)
     else:
         dataset = EvalDataset(inputs.source, inputs.samples, transforms)
     hparams = None
@@ -236,12 +239,12 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
 
 def build_many_cache(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
     """``cache build`` for a several-models plan: one cache holding every distinct preprocessing."""
-    from .cache import build_cache
+    from .allocation import read_allocation
+    from .run import build_cache_of
 
-    _, inputs, transforms, _ = prepare(plan)
-    out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
-                      num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images)
-    return out, len(inputs.samples), list(transforms)
+    alloc = read_allocation()  # before the data: an unusable launcher environment is found first
+    _, inputs, _, transforms, _ = prepare(plan)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
 
 
 # ------------------------------------------------------------------------------------------------ reports

@@ -17,7 +17,7 @@ import evaluate.inputs
 from cvt_port.errors import BadInput
 from evaluate.api import build_cache, evaluate_model
 from evaluate.cache_inputs import PROBES
-from evaluate.plan import DataSpec, EvalPlan, ModelSpec, RunSpec
+from evaluate.plan import DataSpec, EvalPlan, ModelEntry, ModelSpec, RunSpec
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,20 @@ def test_a_changed_probe_or_a_new_image_makes_the_run_walk_and_refuse(tiny, data
     write_image(first.parent / "added.JPEG", seed=5)  # a new image in a class folder: its folder's time changes
     with pytest.raises(BadInput, match="another image list"):
         run(tiny, copy, cache_dir=tmp_path / "cache2")
+
+
+def test_several_models_from_the_cache_do_not_walk_the_folder_either(tiny, data, tmp_path, monkeypatch):
+    other = Path(shutil.copytree(tiny["hf"], tmp_path / "other"))
+    models = [str(tiny["hf"]), str(other)]
+    plan = EvalPlan(ModelSpec(model=models[0], config=str(tiny["yaml"]),
+                              extra_models=(ModelEntry(models[1], str(tiny["yaml"])),)),
+                    DataSpec(source=str(data), subset=24, seed=3), RunSpec(num_workers=0))
+    jpeg = evaluate_model(model=models, config=tiny["yaml"], data=data, subset=24, seed=3, accelerator="cpu",
+                          devices=1, num_workers=0)
+    build_cache(plan, tmp_path / "cache")
+    stats = forbid_walk(monkeypatch, data)
+    cached = evaluate_model(model=models, config=tiny["yaml"], data=data, subset=24, seed=3, accelerator="cpu",
+                            devices=1, num_workers=0, cache_dir=tmp_path / "cache")
+    assert [r.predictions for r in cached.runs] == [r.predictions for r in jpeg.runs]
+    assert len(cached.runs) == 2 and len(cached.runs[0].predictions) == 24
+    assert 0 < len(stats) <= PROBES
