@@ -163,7 +163,9 @@ def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
                                               id2label=cfg["id2label"], label2id=cfg["label2id"]))
     vit.save_pretrained(tmp_path / "vit")
     shutil.copy(tiny["hf"] / "preprocessor_config.json", tmp_path / "vit")
-    r = evaluate_cli(*base_args(tiny, val101, tmp_path / "out", "--preprocessing", "hf"), "--model", tmp_path / "vit")
+    args = base_args(tiny, val101, tmp_path / "out", "--preprocessing", "hf")
+    args[args.index("--model") + 1] = tmp_path / "vit"  # the ViT folder instead of the tiny CvT
+    r = evaluate_cli(*args)
     assert r.returncode == 3, r.stderr[-3000:]  # evaluated, but no check can be made without --reference
     assert "GATE: NOT MADE" in r.stdout
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
