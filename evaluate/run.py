@@ -29,7 +29,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     from .dataset import EvalDataset
     from .lightning_module import EvalDataModule, EvalModule
     from .report import build_record, check_output, print_summary, write_reports
-    from .trainer import cluster_environment, make_trainer, run_validation
+    from .trainer import make_trainer, run_validation
 
     m, d, r = plan.models, plan.data, plan.run
     started = utc_now()
@@ -84,28 +84,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     results = module.results
     samples, primary, reference = inputs.samples, candidates.primary, candidates.reference
     image_ids = [s.image_id for s in samples]
-    pre = variant.preprocessing if variant else None
-    facts = RunFacts(
-        model=m.model,
-        data=str(d.source),
-        layout=inputs.source.layout,
-        subset=len(samples) if inputs.is_subset else None,
-        seed=d.seed if d.subset is not None else None,
-        subset_sha256=samples_sha256(samples),
-        img_size=pre.img_size if pre else None,
-        crop_pct=pre.crop_pct if pre else None,
-        interpolation=pre.interpolation if pre else None,
-        preprocessing=d.preprocessing.value,
-        precision=str(trainer.precision),
-        attention=r.attention,
-        compile=bool(r.compile),
-        cache=str(r.cache_dir) if r.cache_dir is not None else None,
-        devices=trainer.num_devices,
-        world_size=trainer.world_size,
-        cluster_environment=cluster_environment(trainer),
-        numerics=policy_record(r.tf32, trainer.precision, heads, overrides),
-        hardware=_hardware(trainer, r.attention, mixed, folder.config, pre.img_size if pre else None),
-    )
+    facts = run_facts(plan, trainer, inputs, m.model, variant, folder.config, heads, overrides)
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
     hf_transform = transforms.get("hf")
@@ -142,6 +121,38 @@ def _hparams(plan: EvalPlan, variant, images: int, trainer) -> dict:
             "subset": d.subset, "seed": d.seed, "preprocessing": d.preprocessing.value,
             "precision": str(trainer.precision), "attention": r.attention, "compile": bool(r.compile),
             "tf32": bool(r.tf32), "batch_size": r.batch_size, "world_size": trainer.world_size}
+
+
+def run_facts(plan: EvalPlan, trainer, inputs, model: str, variant, config: dict, heads: list[str],
+              overrides) -> RunFacts:
+    """How one model's run was made (report.json's settings part): the same for a run alone and for each model of
+    a several-models job (:mod:`evaluate.several_models`), so that their records agree field for field."""
+    d, r, samples = plan.data, plan.run, inputs.samples
+    pre = variant.preprocessing if variant else None
+    from .trainer import cluster_environment
+
+    return RunFacts(
+        model=model,
+        data=str(d.source),
+        layout=inputs.source.layout,
+        subset=len(samples) if inputs.is_subset else None,
+        seed=d.seed if d.subset is not None else None,
+        subset_sha256=samples_sha256(samples),
+        img_size=pre.img_size if pre else None,
+        crop_pct=pre.crop_pct if pre else None,
+        interpolation=pre.interpolation if pre else None,
+        preprocessing=d.preprocessing.value,
+        precision=str(trainer.precision),
+        attention=r.attention,
+        compile=bool(r.compile),
+        cache=str(r.cache_dir) if r.cache_dir is not None else None,
+        devices=trainer.num_devices,
+        world_size=trainer.world_size,
+        cluster_environment=cluster_environment(trainer),
+        numerics=policy_record(r.tf32, trainer.precision, heads, overrides),
+        hardware=_hardware(trainer, r.attention, autocast_dtype(trainer.precision), config,
+                           pre.img_size if pre else None),
+    )
 
 
 def on_rank_zero_then_together(is_global_zero: bool, work) -> None:

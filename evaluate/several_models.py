@@ -40,7 +40,7 @@ from .cache_inputs import run_inputs
 from .inputs import Inputs, build_transforms, num_classes
 from .models import LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
-from .result import EvalResult, ManyEvalResult, Prediction, RunFacts, exit_status, worst_verdict
+from .result import EvalResult, ManyEvalResult, Prediction, exit_status, worst_verdict
 
 
 @dataclass
@@ -153,12 +153,11 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     """Evaluate every model of ``plan.models.entries`` in one pass (see the module docstring)."""
     from .dataset import EvalDataset
     from .lightning_module import EvalDataModule, EvalModule
-    from .numerics import autocast_dtype, env_overrides, float32_head, float32_mode, override_warnings, policy_record
+    from .numerics import autocast_dtype, env_overrides, float32_head, float32_mode, override_warnings
     from .preflight import check_shipped_data
     from .report import build_record, check_output
-    from .run import _batch_size, _hardware, on_rank_zero_then_together
-    from .subset import samples_sha256
-    from .trainer import cluster_environment, make_trainer, run_validation
+    from .run import _batch_size, on_rank_zero_then_together, run_facts
+    from .trainer import make_trainer, run_validation
 
     d, r = plan.data, plan.run
     started = utc_now()
@@ -203,17 +202,8 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     runs = []
     for m, weighed in zip(members, weights):
         view = member_results(module.results, m)
-        pre = m.variant.preprocessing if m.variant else None
-        facts = RunFacts(
-            model=m.spec.model, data=str(d.source), layout=inputs.source.layout,
-            subset=len(samples) if inputs.is_subset else None, seed=d.seed if d.subset is not None else None,
-            subset_sha256=samples_sha256(samples), img_size=pre.img_size if pre else None,
-            crop_pct=pre.crop_pct if pre else None, interpolation=pre.interpolation if pre else None,
-            preprocessing=d.preprocessing.value, precision=str(trainer.precision), attention=r.attention,
-            compile=bool(r.compile), cache=str(r.cache_dir) if r.cache_dir is not None else None,
-            devices=trainer.num_devices, world_size=trainer.world_size, cluster_environment=cluster_environment(trainer),
-            numerics=policy_record(r.tf32, trainer.precision, [n for n in heads if n in m.internal.values()], overrides),
-            hardware=_hardware(trainer, r.attention, mixed, m.folder.config, pre.img_size if pre else None))
+        facts = run_facts(plan, trainer, inputs, m.spec.model, m.variant, m.folder.config,
+                          [n for n in heads if n in m.internal.values()], overrides)
         primary = m.candidates.primary
         full = (not inputs.is_subset and m.variant is not None
                 and view["models"][primary].count == m.variant.reference.get("num_samples"))
