@@ -83,13 +83,19 @@ def test_one_summary_table(folder_run):
     assert lines[-1] == "2 of 4 files converted; exit status 2 (the worst)"
 
 
+def two_files(folder: Path, tmp_path: Path, *names: str) -> Path:
+    """A folder holding only these release files of ``folder`` (as links)."""
+    sub = tmp_path / "two"
+    sub.mkdir()
+    for name in names:
+        (sub / name).symlink_to(folder / name)
+    return sub
+
+
 def test_python_api_and_a_parity_failure_is_exit_1(release_folder, tmp_path):
     """convert_many under the CLI: without the bad-input file, the worst is the failed parity check."""
     folder, _ = release_folder
-    sub = tmp_path / "two"
-    sub.mkdir()
-    for name in ("CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-1k.pth"):
-        (sub / name).symlink_to(folder / name)
+    sub = two_files(folder, tmp_path, "CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-1k.pth")
     results = cvt_port.convert_many(sub, tmp_path / "out", log=lambda m: None)
     assert [(r.source.name, int(r.status), r.variant) for r in results] == [
         ("CvT-13-224x224-IN-1k.pth", 0, "cvt-13-224"), ("CvT-13-384x384-IN-1k.pth", 1, None)]
@@ -130,10 +136,7 @@ def test_a_bug_on_one_file_is_exit_4_and_the_others_still_convert(release_folder
     from cvt_port import conversion
 
     folder, _ = release_folder
-    sub = tmp_path / "two"
-    sub.mkdir()
-    for name in ("CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth"):
-        (sub / name).symlink_to(folder / name)
+    sub = two_files(folder, tmp_path, "CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth")
     real, calls = conversion.measure_parity, []
 
     def bug_once(*a, **kw):
@@ -155,10 +158,7 @@ def test_sigterm_during_the_second_file_keeps_the_first_and_leaves_no_half_writt
     import signal
 
     folder, _ = release_folder
-    sub = tmp_path / "two"
-    sub.mkdir()
-    for name in ("CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth"):
-        (sub / name).symlink_to(folder / name)
+    sub = two_files(folder, tmp_path, "CvT-13-224x224-IN-1k.pth", "CvT-13-384x384-IN-22k.pth")
     root = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "cvt_port", "convert", str(sub), str(root)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
