@@ -31,7 +31,7 @@ DEFAULT_DETECTABLE_DROP = 1.0  # top-1 points: the regression a check must be ab
 # (DEFAULT_TOP1_TOLERANCE) and change no more top-1 predictions than the converted model may differ from the
 # original on (1 - DEFAULT_MIN_AGREEMENT = 0.1% of the images: 50 of ImageNet's 50,000; on fewer than 1,000 images
 # no prediction may change). A swapped pair of head rows, a wrong preprocessing or a broken kernel changes far more;
-# bf16 and sdpa changed none of 192 photos in the benchmarks (README), and a pass that must tolerate more says so
+# bf16 and sdpa changed none of 192 photos in the benchmarks (docs/benchmarks.md), and a pass that must tolerate more says so
 # in its variant file (gate.baseline_top1_tolerance, gate.baseline_max_flipped).
 DEFAULT_BASELINE_TOP1_TOLERANCE = DEFAULT_TOP1_TOLERANCE  # top-1 points this run may lose against the baseline
 DEFAULT_BASELINE_MAX_FLIPPED = round(1 - DEFAULT_MIN_AGREEMENT, 9)  # fraction of images whose top-1 may change

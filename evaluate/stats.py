@@ -60,7 +60,7 @@ def detectable_drop(recorded: float, total: int, confidence: float = GATE_CONFID
 
 def images_to_detect_drop(recorded: float, drop: float, confidence: float = GATE_CONFIDENCE) -> int:
     """The smallest number of images at which the interval check catches a top-1 drop of ``drop``
-    points below ``recorded`` (%). For 81.6% and 1 point at 99%: see the README."""
+    points below ``recorded`` (%). For 81.6% and 1 point at 99%: see docs/gate.md."""
     if drop <= 0:
         raise ValueError("the drop to detect must be positive")
     z = _z(confidence)

@@ -132,7 +132,7 @@ def test_a_model_with_two_head_classes_swapped_fails_and_names_the_flipped_image
 
 def test_every_model_kind_and_preprocessing_both_compare_their_primary_row(digits, base):
     """The stock class (exact GELU) under both preprocessings, beside the original: the primary row (stock, release
-    preprocessing) is what is compared; on these images GELU changes no prediction (README)."""
+    preprocessing) is what is compared; on these images GELU changes no prediction (docs/index.md)."""
     result = evaluate_model(model=digits, data=DATA, subset=SUBSET, stock=True, preprocessing="both",
                             reference=CHECKPOINT, baseline=base, **CPU)
     b = result.record["baseline"]

@@ -36,7 +36,7 @@ def by_name(checks):
 def test_images_needed_for_cvt13_is_where_a_one_point_drop_first_fails():
     assert CVT13.detectable_drop == 1.0 and CVT13.reference_top1 == 81.6
     n = images_to_detect_drop(81.6, 1.0)
-    assert n == 9962  # the README's figure
+    assert n == 9962  # the figure docs/gate.md gives
     # at n the 99% interval of a model one point down just excludes 81.6%; one image fewer it does not
     assert detectable_drop(81.6, n) <= 1.0 < detectable_drop(81.6, n - 1)
     # and the full set resolves about half a point (the 99% half-width at 81.6% on 50,000 images)
