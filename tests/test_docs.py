@@ -108,3 +108,10 @@ def test_the_architecture_page_names_every_module_and_no_module_that_is_gone():
                if "__pycache__" not in p.parts}
     assert sorted(modules - named) == [], "modules missing from docs/architecture.md"
     assert sorted(named - modules) == [], "docs/architecture.md names modules that do not exist"
+
+
+def test_the_readme_links_lead_to_pages():
+    """The site's strict build checks the pages' links; the README is not one of its pages."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    assert links
+    assert [link for link in links if not link.startswith("http") and not (ROOT / link).is_file()] == []
