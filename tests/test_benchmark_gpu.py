@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from benchkit import one_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
 from benchmarks import cli, gpu, gpu_runs, suite  # noqa: E402  (benchmarks/ runs from the checkout: see conftest)
@@ -33,7 +34,8 @@ def _number(v) -> bool:
 def smoke(tmp_path_factory):
     """(results, cells by setting) of the smoke mode (``python -m benchmarks gpu --smoke``, in this process)."""
     work = tmp_path_factory.mktemp("gpu-bench")
-    results = suite.run_benchmarks(["gpu"], Plan.make(tiny=True), work / "absent", work, ["test"])
+    with one_torch_thread():
+        results = suite.run_benchmarks(["gpu"], Plan.make(tiny=True), work / "absent", work, ["test"])
     return results, {c["setting"]: c for c in results["sections"][gpu.KEY]["cells"]}
 
 

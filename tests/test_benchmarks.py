@@ -2,32 +2,26 @@
 computed from its own figures; each benchmark also runs alone; every command it times is a real module.
 
 The timed commands (``python -m evaluate``, ``python -m cvt_port``, ``python -m benchmarks.bare_loop`` ...) run
-here through :class:`InProcessRunner`: the same module entry with the same arguments, executed in this process
-(about a dozen interpreter starts less, each seconds on 2 cores); the runs on 2 processes (DDP) still go
-through the benchmarks' real :class:`~benchmarks.timing.ProcessRunner` and its measuring middleman, so that
+here through :class:`benchkit.InProcessRunner`: the same module entry with the same arguments, executed in this
+process (about a dozen interpreter starts less, each seconds on 2 cores); the runs on 2 processes (DDP) still
+go through the benchmarks' real :class:`~benchmarks.timing.ProcessRunner` and its measuring middleman, so that
 path is proven too. The photos are generated JPEGs under real WordNet ids (plus a few of the real ImageNet
 photos when ../shared/data is there), so the tests run on a bare clone. No assertion on any time: a benchmark
 reports; exactness figures must hold. The full sizes stay the defaults of ``python -m benchmarks``."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import importlib.util
-import io
 import json
 import math
 import os
-import resource
-import runpy
 import shutil
 import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import pytest
+from benchkit import InProcessRunner, one_torch_thread
 from imagegen import make_ilsvrc_imagefolder
 
 from cvt_port.labels import imagenet_wnids
@@ -35,50 +29,11 @@ from cvt_port.labels import imagenet_wnids
 REPO = Path(__file__).resolve().parents[1]
 from benchmarks import cli, suite  # noqa: E402  (benchmarks/ runs from the checkout: conftest puts it on the path)
 from benchmarks.cache_vs_jpeg import REPORT_FIGURES, compare_reports  # noqa: E402
-from benchmarks.timing import ProcessRunner  # noqa: E402
 from benchmarks.workspace import Plan  # noqa: E402
 
 REAL_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample-100" / "val"
 IMAGES = 8
 SECTIONS = ("1_harness_overhead", "2_cache", "3_conversion", "4_options", "5_scaling")
-
-
-class InProcessRunner(ProcessRunner):
-    """:class:`ProcessRunner`'s records, but ``python -m MODULE ARGS`` runs in this process (``runpy``, as
-    ``-m`` does: the module's own ``__main__`` code, ``sys.argv`` set, its exit status from ``SystemExit``);
-    commands on several devices (DDP starts its ranks as processes) still run as real measured processes.
-    ``peak_rss_mib`` is this process's high-water mark, ``cpu_s`` this process's and its children's CPU time
-    while the command ran."""
-
-    def run(self, name: str, cmd: list, timeout: float = 1800, cwd=None, env=None) -> dict:
-        cmd = [str(c) for c in cmd]
-        devices = cmd[cmd.index("--devices") + 1] if "--devices" in cmd else "1"
-        if cmd[:2] != [sys.executable, "-m"] or devices != "1" or env:
-            return super().run(name, cmd, timeout=timeout, cwd=cwd, env=env)
-        self.count += 1
-        log = self.logs / f"{self.count:03d}-{name}.err"
-        out, err = io.StringIO(), io.StringIO()
-        usage = lambda: sum(ru.ru_utime + ru.ru_stime for ru in map(  # noqa: E731
-            resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
-        argv, cpu0, t0 = sys.argv, usage(), time.perf_counter()
-        try:
-            sys.argv = [cmd[2], *cmd[3:]]
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module was imported before
-                try:
-                    runpy.run_module(cmd[2], run_name="__main__", alter_sys=True)
-                    rc = 0
-                except SystemExit as e:
-                    rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            sys.argv = argv
-            gc.unfreeze()  # the entry points freeze the heap before their exit
-        wall = time.perf_counter() - t0
-        log.write_text(err.getvalue())
-        return {"name": name, "cmd": cmd, "rc": rc, "timed_out": False, "wall_s": round(wall, 3),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "cpu_s": round(usage() - cpu0, 2), "orphans_reaped": 0, "stdout": out.getvalue(),
-                "stderr_tail": err.getvalue()[-1500:], "log": str(log)}
 
 
 def _number(v) -> bool:
@@ -109,7 +64,8 @@ def _bench(*args, module="benchmarks", timeout=120):
 def _run(names: list[str], photos: Path, work: Path) -> dict:
     """``python -m benchmarks --tiny NAMES`` in this process (timed commands: :class:`InProcessRunner`)."""
     work.mkdir(parents=True)
-    return suite.run_benchmarks(names, Plan.make(tiny=True), photos, work, ["test"], runner=InProcessRunner(work))
+    with one_torch_thread():
+        return suite.run_benchmarks(names, Plan.make(tiny=True), photos, work, ["test"], runner=InProcessRunner(work))
 
 
 @pytest.fixture(scope="module")
