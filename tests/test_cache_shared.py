@@ -106,3 +106,17 @@ def test_a_cache_of_another_key_published_meanwhile_is_refused_not_replaced(data
     build_cache(cache, data, ours, release(), num_workers=0, progress=False, rank=0, world_size=2, launch="M",
                 overwrite=True)  # the finished parts are reused: nothing left to decode
     assert (cache / MANIFEST).stat().st_mtime_ns != stamp and len(open_cache(cache, ours, release())) == 3
+
+
+def test_cache_build_refuses_a_cache_of_other_images_in_one_line_unless_overwrite(tiny, data, tmp_path, capsys):
+    from evaluate.cli import main
+
+    cache = tmp_path / "cache"
+    argv = ["cache", "build", "--model", str(tiny["hf"]), "--config", str(tiny["yaml"]), "--data", str(data.root),
+            "--cache-dir", str(cache), "--num-workers", "0"]
+    assert main(argv + ["--subset", "4"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cache) in err[0] and "--overwrite" in err[0] and "another image list" in err[0], err
+    assert main(argv + ["--overwrite"]) == 0 and f"cache of {len(data.samples)} images" in capsys.readouterr().out
