@@ -27,12 +27,14 @@ REBUILD_HINT = ("rebuild it (`python -m evaluate cache build` or evaluate.api.bu
                 "subset and preprocessing, or use another cache folder")
 
 
-def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps) -> None:
-    """A :class:`BadInput` for a folder that exists and is not empty (nor a cache of this key)."""
+def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps, meanwhile: bool = False) -> None:
+    """A :class:`BadInput` for a folder that exists and is not empty (nor a cache of this key). ``meanwhile``:
+    found on the check before publishing (another build filled the folder while this one decoded)."""
     if cache_dir.exists() and not (cache_dir.is_dir() and not any(cache_dir.iterdir())):  # a non-empty folder
-        raise BadInput(f"cache {cache_dir}: the folder exists and is not a cache of these images and settings"
-                       f"{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
-                       "remove it, choose another folder, or overwrite it")
+        what = ("another build published a cache of other images or settings there while this one decoded"
+                if meanwhile else "the folder exists and is not a cache of these images and settings")
+        raise BadInput(f"cache {cache_dir}: {what}{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
+                       "nothing was replaced: remove it, choose another folder, or overwrite it (`cache build --overwrite`; overwrite=True)")
 
 
 def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:

@@ -22,6 +22,12 @@ their ranks and what to do, exit status 2: nothing in this process went wrong (n
 not 4); the build cannot be finished from what the launch gave, like an input that cannot be used, and
 nothing is published. The dead process's own status tells the cause.
 
+Two launches on one cache folder. With the same key they share the staging folder: whichever publishes
+first removes it, and a process of the other launch still decoding into it then finds the published cache
+and uses it. With another key, the folder was checked before decoding, and is checked again under the lock
+before publishing: a cache another launch published meanwhile is refused (exit status 2), never replaced,
+unless ``overwrite``; this launch's finished parts stay for a rerun.
+
 Reruns. The staging folder is named by the cache key (images, labels, source stamps, preprocessing), so
 finished parts of an earlier launch are the very bytes this launch would decode: they are reused (a
 rerun after a crash decodes only the missing shares). A failure marker counts only for the launch that
@@ -85,12 +91,15 @@ def build_shared(cache_dir: Path, dataset, parts: dict, stamps, transforms, sour
             _make_part(staging, dataset, rank, world, num_workers, batch_size, skip_bad_images,
                        progress and rank == 0)  # one progress bar per launch
         except Exception as exc:
+            if stored_key(cache_dir) == key:  # another launch of this key published it and removed the staging
+                shutil.rmtree(staging, ignore_errors=True)  # folder under this part: its cache is this one
+                return cache_dir
             status = 2 if isinstance(exc, BadInput) else 4
             _write_atomic(failed, json.dumps({"launch": launch, "status": status, "rank": rank,
                                               "message": str(exc) if status == 2 else first_line(exc, typed=True)}))
             raise
     return _assemble_when_complete(cache_dir, staging, key, dataset, parts, stamps, transforms, source, world, launch,
-                                   selection)
+                                   selection, overwrite)
 
 
 def _make_part(staging: Path, dataset, rank: int, world: int, num_workers, batch_size, skip_bad_images,
@@ -119,7 +128,7 @@ def _make_part(staging: Path, dataset, rank: int, world: int, num_workers, batch
 
 
 def _assemble_when_complete(cache_dir: Path, staging: Path, key: str, dataset, parts, stamps, transforms, source,
-                            world: int, launch: str, selection: dict | None) -> Path:
+                            world: int, launch: str, selection: dict | None, overwrite: bool = False) -> Path:
     seen: dict[int, float] = {}
     quiet_since = time.monotonic()
     while True:
@@ -130,6 +139,8 @@ def _assemble_when_complete(cache_dir: Path, staging: Path, key: str, dataset, p
         if not missing:
             with locked(cache_dir):
                 if stored_key(cache_dir) != key:
+                    if not overwrite:  # checked again: another launch may have published here since the first check
+                        refuse_existing(cache_dir, dataset.samples, parts, transforms, stamps, meanwhile=True)
                     _assemble(cache_dir, staging, dataset, parts, stamps, transforms, source, world, selection)
             continue
         _raise_failure(staging, missing, world, launch)

@@ -290,6 +290,9 @@ def cache_build(argv: list[str]) -> int:
     parser.prog = f"{PROGRAM} cache build"
     parser.description = ("Decode and resize a data set once into memory-mappable uint8 files keyed by the "
                           "preprocessing settings and the image list; later runs read it with --cache-dir DIR.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what the cache folder holds (a cache of other images or settings); without it "
+                        "such a folder is refused")
     args = parser.parse_args(argv)
 
     def work() -> int:
@@ -299,7 +302,7 @@ def cache_build(argv: list[str]) -> int:
         from .api import build_cache_for
 
         models, data, run, report = plan_parts(args)
-        out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir))
+        out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir), args.overwrite)
         print(f"cache of {n} images ({', '.join(modes)}) at {out}")
         return ExitStatus.PASS
 

@@ -224,7 +224,7 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
     return facts
 
 
-def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
     from .allocation import read_allocation
 
@@ -233,10 +233,11 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[st
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
     transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
-    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc, overwrite)
 
 
-def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc) -> tuple[Path, int, list[str]]:
+def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc,
+                   overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """The cache of these images under these transforms. Under srun or torchrun (``alloc``) every process decodes
     its share and one assembles the cache (:mod:`evaluate.cache_parts`); the data flags are recorded with it, so
     that runs with the same flags take its image list instead of walking the data."""
@@ -247,5 +248,5 @@ def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, al
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images,
                       rank=alloc.rank if alloc else 0, world_size=alloc.world_size if alloc else 1, launch=launch_id(),
-                      selection=selection(plan.data, inputs))
+                      selection=selection(plan.data, inputs), overwrite=overwrite)
     return out, len(inputs.samples), list(transforms)

@@ -227,14 +227,14 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     return ManyEvalResult(record, tuple(runs), tuple(m.name for m in members), output)
 
 
-def build_many_cache(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+def build_many_cache(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """``cache build`` for a several-models plan: one cache holding every distinct preprocessing."""
     from .allocation import read_allocation
     from .run import build_cache_of
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
     _, inputs, _, transforms, _ = prepare(plan)
-    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc, overwrite)
 
 
 # ------------------------------------------------------------------------------------------------ reports
