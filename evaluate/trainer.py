@@ -5,12 +5,14 @@ the pass as :class:`~evaluate.interrupts.Interrupted` (see :mod:`evaluate.interr
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import tempfile
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
@@ -18,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cvt_port.errors import first_line
 
-from .allocation import resolve_devices
+from .allocation import Allocation, read_allocation, resolve_devices
 from .interrupts import Interrupted, lightning_pass
 from .memory import OutOfMemory, is_out_of_memory
 from .plan import PlanError, ReportSpec, RunSpec
@@ -44,6 +46,8 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
     srun or torchrun started (:mod:`evaluate.allocation`, which also fills in ``devices="auto"``), and a
     logger whose package is missing or whose folder cannot be written."""
     devices, num_nodes = resolve_devices(spec)
+    alloc = read_allocation()
+    plugins = [SLURMStepEnvironment(alloc)] if alloc is not None and alloc.launcher == "slurm" else []
     loggers = make_loggers(report.loggers, Path(report.log_dir)) if report is not None else []
     try:
         trainer = L.Trainer(
@@ -58,11 +62,44 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
             use_distributed_sampler=False,  # ShardSampler: every image exactly once
             inference_mode=True,
             callbacks=[_ExceptionRecorder(), progress_bar()],  # progress_bar: images/s and time left
+            plugins=plugins or None,
         )
     except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
     refuse_unsupported(trainer, spec)
     return trainer
+
+
+class SLURMStepEnvironment(SLURMEnvironment):
+    """Lightning's SLURM environment, sized by the job step this process is a task of (:mod:`evaluate.allocation`).
+
+    Lightning's own reads the job's ``SLURM_NTASKS_PER_NODE`` (a step ``srun --ntasks=2`` in an ``sbatch
+    --ntasks-per-node=4`` job would have to claim ``devices=4``) and ignores SLURM altogether in a job named
+    ``bash``/``interactive``, where every task of ``srun bash -c ...`` would then run the whole evaluation alone.
+    Given explicitly, this one makes the step's tasks one job in both cases; the checks against the flags were made
+    by :func:`evaluate.allocation.resolve_devices`."""
+
+    def __init__(self, alloc: Allocation):
+        self.alloc = alloc
+        super().__init__()
+
+    @staticmethod
+    def _validate_srun_variables() -> None:  # the step's variables were checked by read_allocation
+        return None
+
+    def world_size(self) -> int:
+        return self.alloc.world_size
+
+    @property
+    def main_address(self) -> str:
+        if "MASTER_ADDR" not in os.environ and "SLURM_STEP_NODELIST" in os.environ:  # the step's first node
+            os.environ["MASTER_ADDR"] = self.resolve_root_node_address(os.environ["SLURM_STEP_NODELIST"])
+        return super().main_address
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        if (num_devices, num_nodes) != (self.alloc.per_node, self.alloc.nodes):
+            raise ValueError(f"devices={num_devices}, num_nodes={num_nodes} do not match the SLURM step's "
+                             f"{self.alloc.per_node} task(s) per node on {self.alloc.nodes} node(s)")
 
 
 # logger -> (the packages that can serve it, the one to install)
@@ -164,4 +201,7 @@ def cluster_environment(trainer: L.Trainer) -> str | None:
     env = getattr(trainer.strategy, "cluster_environment", None)
     if env is None:
         env = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
-    return type(env).__name__ if env is not None else None
+    if env is None:
+        return None
+    # Lightning's class (the step-sized SLURMStepEnvironment is recorded as the SLURMEnvironment it refines)
+    return next(c.__name__ for c in type(env).__mro__ if c.__module__.startswith("lightning"))
