@@ -44,7 +44,7 @@ from torchmetrics import MaxMetric, Metric, SumMetric
 from cvt_port.errors import BadInput, first_line
 
 from .dataset import collate
-from .interrupts import Interrupted
+from .interrupts import Interrupted, interruption
 from .memory import chunked, out_of_memory
 from .models import Candidate
 from .numerics import float32_mode
@@ -172,6 +172,9 @@ class Fault:
             return Fault("interrupted", "SIGINT", rank)
         if isinstance(exc, SIGTERMException):
             return Fault("terminated", "SIGTERM", rank)
+        stopped = interruption(exc)  # a DataLoader worker that died of the same SIGTERM/SIGINT
+        if stopped is not None:
+            return Fault.from_exception(stopped, rank)
         return Fault("error", f"{type(exc).__name__}: {first_line(exc, 200)}", rank)
 
 

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from cvt_port.errors import first_line
 
 from .allocation import Allocation, read_allocation, resolve_devices
-from .interrupts import Interrupted, lightning_pass
+from .interrupts import Interrupted, interruption, lightning_pass
 from .memory import OutOfMemory, is_out_of_memory
 from .plan import PlanError, ReportSpec, RunSpec
 from .progress import progress_bar
@@ -67,7 +67,27 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
     except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
     refuse_unsupported(trainer, spec)
+    _sigterm_without_collective(trainer)
     return trainer
+
+
+def _sigterm_without_collective(trainer: L.Trainer) -> None:
+    """Lightning 2.6's SIGTERM handler calls ``dist.broadcast`` from inside the signal handler, meant to pair with
+    the per-step broadcast of its training loop. A validation pass has no such broadcast: on a rank whose
+    handler runs while another rank is in a collective of its own (our fault exchange, a metric's sync), or gets
+    no signal at all, the two collectives mismatch and the launch hangs. The fault exchange at the end of the pass
+    already ends every rank with the signal (:mod:`evaluate.lightning_module`), so the notifier here only sets the
+    flag (and stops the processes Lightning itself started, as Lightning's does). Replaced on the instance: the
+    connector registers ``self._sigterm_notifier_fn`` when the pass starts."""
+    connector = trainer._signal_connector
+
+    def notify(signum, frame) -> None:
+        launcher = trainer.strategy.launcher
+        if not connector.received_sigterm and launcher is not None:
+            launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
 
 
 class SLURMStepEnvironment(SLURMEnvironment):
@@ -184,6 +204,9 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
             # a DataLoader worker killed by the same SIGTERM fails the pass before Lightning's check
             if trainer.received_sigterm:
                 raise Interrupted(signal.SIGTERM) from None
+            stopped = interruption(exc)  # ... or before this process's own handler ran (evaluate.interrupts)
+            if stopped is not None:
+                raise stopped from None
             if is_out_of_memory(exc):  # outside a step (a step's own is a fault): moving the models to the device
                 raise OutOfMemory(f"out of memory on {trainer.strategy.root_device} before the first batch, while the "
                                   "models were put on the device: their weights alone do not fit; use a device with "
