@@ -213,6 +213,10 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
                                   "more memory, or evaluate fewer models at once (models.with_stock, "
                                   "models.reference)") from None
             raise
+        finally:
+            from . import peers
+
+            peers.stop()  # the pass is over: what fails later fails in a collective (evaluate.peers)
     if trainer.received_sigterm:  # during the last batch Lightning lets the pass finish: still no verdict
         raise Interrupted(signal.SIGTERM)
     return dict(logged[0]) if logged else {}

@@ -34,7 +34,8 @@ def slow(self, i):
     mark = os.path.join(os.environ["MARKS"], "reader-" + os.environ["SLURM_PROCID"])
     if not os.path.exists(mark):
         open(mark + ".tmp", "w").write(str(os.getpid())); os.replace(mark + ".tmp", mark)
-    time.sleep(0.4)
+    open(mark + ".log", "a").write(f"{i}\\n")
+    time.sleep(float(os.environ.get("SLOW_S", "0.4")))
     return decode(self, i)
 evaluate.dataset.EvalDataset.__getitem__ = slow
 from evaluate.cli import main
@@ -55,7 +56,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_step(tiny, data, tmp_path, workers: int) -> list[subprocess.Popen]:
+def start_step(tiny, data, tmp_path, workers: int, **more: str) -> list[subprocess.Popen]:
     marks = tmp_path / "marks"
     marks.mkdir()
     port = str(free_port())
@@ -65,7 +66,7 @@ def start_step(tiny, data, tmp_path, workers: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", SLOW, *map(str, argv)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
                              env={**base, **srun_step(2, job_per_node=2, procid=rank), "MARKS": str(marks),
-                                  "MASTER_PORT": port})
+                                  "MASTER_PORT": port, **more})
             for rank in range(2)]
 
 
@@ -118,3 +119,20 @@ def test_a_worker_death_reads_as_the_signal_that_caused_it():
     assert isinstance(interruption(RuntimeError(died)), Interrupted)
     assert interruption(RuntimeError(died)).exit_status == 130
     assert interruption(RuntimeError("boom")) is None
+
+
+def test_a_task_that_dies_is_noticed_in_seconds_and_named(tiny, data, tmp_path):
+    """kill -9 of rank 1 while rank 0 still has most of its share to decode (1 s an image): rank 0 stops at once
+    with one line naming process 1, exit 3 (not made), no gloo traceback and no report."""
+    procs = start_step(tiny, data, tmp_path, workers=0, SLOW_S="1.0")
+    reader_pid(tmp_path, 0)
+    assert reader_pid(tmp_path, 1) == procs[1].pid  # --num-workers 0: the task decodes itself
+    procs[1].kill()
+    (rc, err), _ = finish(procs)
+    assert rc == 3, err[-3000:]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1] == ("error: process 1 of the launch died; no verdict, no report: rerun the launch"), err[-3000:]
+    assert "Traceback" not in err and "gloo" not in err.lower()
+    decoded = (tmp_path / "marks" / "reader-0.log").read_text().split()
+    assert len(decoded) < 6  # rank 0 stopped before the end of its share (6 images)
+    assert not (tmp_path / "out" / "report.json").exists()
