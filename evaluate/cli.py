@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 def outcome(work) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
     from .interrupts import Interrupted, sigterm_raises
+    from .peers import PeerDied
     from .release import ReleaseError
 
     try:
@@ -266,6 +267,9 @@ def outcome(work) -> int:
         return exc.exit_status
     except ReleaseError as exc:  # the gate passed, the upload did not happen
         print(f"error: {name_fields(str(exc), flag)}", file=sys.stderr)
+        return exc.exit_status
+    except PeerDied as exc:  # another process of the launch died: no verdict (exit 3)
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted: SIGINT: stopped before the gate's verdict; no report written", file=sys.stderr)

@@ -44,7 +44,8 @@ from torchmetrics import MaxMetric, Metric, SumMetric
 from cvt_port.errors import BadInput, first_line
 
 from .dataset import collate
-from .interrupts import Interrupted
+from . import peers
+from .interrupts import Interrupted, interruption
 from .memory import chunked, out_of_memory
 from .models import Candidate
 from .numerics import float32_mode
@@ -172,6 +173,9 @@ class Fault:
             return Fault("interrupted", "SIGINT", rank)
         if isinstance(exc, SIGTERMException):
             return Fault("terminated", "SIGTERM", rank)
+        stopped = interruption(exc)  # a DataLoader worker that died of the same SIGTERM/SIGINT
+        if stopped is not None:
+            return Fault.from_exception(stopped, rank)
         return Fault("error", f"{type(exc).__name__}: {first_line(exc, 200)}", rank)
 
 
@@ -288,6 +292,7 @@ class EvalModule(L.LightningModule):
         self.decided = True
         fault = decide_faults(self._gather(self._faults))
         if fault is not None:
+            peers.stop()  # every rank leaves the pass now: one that exits first has not died
             own = self._error if fault.rank == self.global_rank else None
             raise fault_exception(fault) from own  # this rank's own traceback stays chained
 
@@ -296,6 +301,7 @@ class EvalModule(L.LightningModule):
         self._rows, self._bad_messages, self._faults, self._error = [], [], [], None
         self.decided = False
         self.stop_reading.clear()
+        peers.start()  # a process of the launch that dies during the pass is noticed in seconds (evaluate.peers)
         self._t0 = time.perf_counter()
         self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
 
@@ -375,6 +381,7 @@ class EvalModule(L.LightningModule):
         firsts = self._gather([(self._n_first, now - self._t_first if self._t_first else 0.0)])
         rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
         rows.sort(key=lambda r: r[0])
+        peers.stop()  # the last collectives of the pass are behind; the metrics' syncs come next
         with warnings.catch_warnings():  # a rank without images computes too: it takes part in the sync
             warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
             results, count = self._compute()
@@ -439,7 +446,10 @@ class EvalModule(L.LightningModule):
         if not _distributed() or dist.get_world_size() == 1:
             return list(items)
         out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, list(items))
+        try:
+            dist.all_gather_object(out, list(items))
+        except RuntimeError as exc:  # gloo/NCCL: a peer died or did not answer within the group's timeout
+            raise peers.collective_failed(exc) from None
         return [x for part in out for x in part]
 
 

@@ -176,12 +176,17 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
             if not (dist.is_available() and dist.is_initialized()):
                 raise
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from .peers import collective_failed
+
         box = [error]
-        dist.broadcast_object_list(box, src=0)
-        error = box[0]
-        # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
-        # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
-        dist.barrier()
+        try:
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+            # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
+            # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
+            dist.barrier()
+        except RuntimeError as exc:  # a peer died (evaluate.peers): one line, exit 3
+            raise collective_failed(exc) from None
         dist.destroy_process_group()
     if error is not None:
         kind, message = error
