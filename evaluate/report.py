@@ -20,7 +20,7 @@ from cvt_port.outputs import check_output_folder
 from cvt_port.provenance import LIBRARIES, library_versions
 
 from . import baseline as baseline_
-from .gate import Check, baseline_check, gate_checks, verdict
+from .gate import Check, verdict
 from .plan import PlanError
 from .real_labels import real_labels_for
 from .result import RunFacts
@@ -51,20 +51,18 @@ def real_top1(rows, image_ids, name: str) -> float | None:
 
 
 def build_record(*, results: dict, primary: str, reference: str | None, run: RunFacts, variant, image_ids,
-                 full: bool, image_processor: dict | None = None, provenance: dict | None = None,
-                 baseline: baseline_.Baseline | None = None) -> dict:
-    """The flat record. ``run`` carries the settings (model, data, precision, devices, ...); ``provenance`` what
-    made the run (:func:`cvt_port.provenance.run_provenance`); ``baseline`` an earlier run's reports to compare
-    with (adds the ``baseline`` section and check)."""
+                 full: bool, checks: list[Check], image_processor: dict | None = None, provenance: dict | None = None,
+                 baseline: baseline_.Baseline | None = None, against: dict | None = None) -> dict:
+    """The flat record: it formats what was measured and judged, and decides nothing. ``checks`` are the gate's
+    (:func:`evaluate.gate.judge`); ``run`` carries the settings (model, data, precision, devices, ...);
+    ``provenance`` what made the run (:func:`cvt_port.provenance.run_provenance`); ``baseline`` an earlier run's
+    reports and ``against`` this run's comparison with them (:func:`evaluate.baseline.compare`; adds the
+    ``baseline`` section)."""
     models = results["models"]
     p = models[primary]
     ref = models.get(reference) if reference else None
     n = p.count
     rows = results["rows"]
-    checks: list[Check] = gate_checks(p, ref, variant, n, full)
-    against = baseline_.compare(baseline, rows, image_ids, primary) if baseline is not None else None
-    if against is not None:
-        checks.append(baseline_check(against, variant))
     cmp = compare(rows, image_ids, primary, reference) if ref else None
     lo, hi = wilson_interval(round(p.top1 * n / 100), n, 0.95)
     elapsed = results["elapsed_s"]
@@ -109,8 +107,8 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         ],
     }
     if against is not None:
-        against["environment_differences"] = baseline_.environment_differences(baseline.record, record)
-        record["baseline"] = against
+        record["baseline"] = {**against, "environment_differences": baseline_.environment_differences(baseline.record,
+                                                                                                      record)}
     return record
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, weights_provenance
 
-from .baseline import check_same_images, read_baseline
+from .baseline import check_same_images, compare, read_baseline
 from .candidates import build_candidates, tune_models
+from .gate import judge
 from .cache_inputs import run_inputs
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
@@ -87,12 +88,14 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     facts = run_facts(plan, trainer, inputs, m.model, variant, folder.config, heads, overrides)
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
+    against = compare(baseline, results["rows"], image_ids, primary) if baseline is not None else None
+    checks = judge(results, primary, reference, variant, full, against)  # the verdict's own step
     hf_transform = transforms.get("hf")
     record = build_record(results=results, primary=primary, reference=reference, run=facts,
-                          variant=variant, image_ids=image_ids, full=full,
+                          variant=variant, image_ids=image_ids, full=full, checks=checks,
                           image_processor=hf_transform.describe() if hf_transform is not None else None,
                           provenance=run_provenance(plan.report.command, started, weights.result()),
-                          baseline=baseline)
+                          baseline=baseline, against=against)
     record["streaming"], record["data_revision"] = d.streaming, d.revision
     output = Path(plan.report.output) if plan.report.output is not None else None
 
