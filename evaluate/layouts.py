@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import os
 import re
@@ -124,8 +125,14 @@ class DataSource:
 
     def load_image(self, sample: Sample) -> Image.Image:
         """The decoded image (pixels loaded, so a corrupt file fails here); may raise."""
+        return self.read_image(sample)[0]
+
+    def read_image(self, sample: Sample) -> tuple[Image.Image, str]:
+        """The decoded image and the sha256 of the bytes it was decoded from (``""`` for a dataset cell that holds an
+        already decoded image): what identifies the image's content, whatever its id (a file name, ``row-<i>``).
+        The bytes are read once, hashed and decoded from memory; may raise."""
         if isinstance(sample.ref, str):
-            return _open_image(sample.ref)
+            return _decode_bytes(_read_file(sample.ref))
         return _decode_cell(self.dataset[sample.ref][self.image_column])
 
 
@@ -461,28 +468,38 @@ def _file_names(ds, img_col: str) -> list[str] | None:
     return [re.split(r"[/\\]", p)[-1] for p in paths]
 
 
-def _decode_cell(value) -> Image.Image:
-    """A dataset cell (``{"bytes", "path"}``, raw bytes, a path, or a PIL image) as a loaded image."""
+def _decode_cell(value) -> tuple[Image.Image, str]:
+    """A dataset cell (``{"bytes", "path"}``, raw bytes, a path, or a PIL image) as a loaded image and the sha256 of
+    its bytes (``""`` for a PIL image: no bytes were read)."""
     if isinstance(value, Image.Image):
         value.load()
-        return value
+        return value, ""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return _open_image(io.BytesIO(value["bytes"]))
+            return _decode_bytes(value["bytes"])
         if value.get("path"):
-            return _open_image(value["path"])
+            return _decode_bytes(_read_file(value["path"]))
         raise OSError("row has neither image bytes nor a path")
     if isinstance(value, (bytes, bytearray)):
-        return _open_image(io.BytesIO(value))
+        return _decode_bytes(value)
     if isinstance(value, str):
-        return _open_image(value)
+        return _decode_bytes(_read_file(value))
     raise OSError(f"cannot read an image from a {type(value).__name__}")
 
 
-def _open_image(src) -> Image.Image:
-    if isinstance(src, (str, Path)) and not stat.S_ISREG(os.stat(src).st_mode):
+def _read_file(path) -> bytes:
+    if not stat.S_ISREG(os.stat(path).st_mode):
         # a FIFO, socket or device named like an image: unreadable (opening a FIFO would block)
-        raise OSError(errno.EINVAL, "not a regular file", str(src))
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _decode_bytes(data: bytes) -> tuple[Image.Image, str]:
+    return _open_image(io.BytesIO(data)), hashlib.sha256(data).hexdigest()
+
+
+def _open_image(src) -> Image.Image:
     img = Image.open(src)
     img.load()  # decode now: a corrupt or truncated file must fail here, not later
     return img

@@ -172,11 +172,14 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
     check_output(output)
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
+    # the last column: the sha256 of the bytes each image was decoded from (empty where none were read), so that
+    # a later --baseline pairs images by content as well as by id (evaluate.baseline)
+    content = results.get("content") or {}
     lines = [["image_id", "label", *[f"pred{i + 1}" for i in range(k)], *(["reference_top1"] if reference else []),
-              *[f"{n}_top1" for n in others]]]
+              *[f"{n}_top1" for n in others], baseline_.CONTENT_COLUMN]]
     for idx, label, top in results["rows"]:
         lines.append([image_ids[idx], label, *top[primary], *([top[reference][0]] if reference else []),
-                      *[top[n][0] for n in others]])
+                      *[top[n][0] for n in others], content.get(idx, "")])
     counts = [0] * len(class_names)
     for _, label, _ in results["rows"]:
         counts[label] += 1

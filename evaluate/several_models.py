@@ -152,10 +152,10 @@ def member_results(results: dict, m: Member) -> dict:
 def run_many(plan: EvalPlan) -> ManyEvalResult:
     """Evaluate every model of ``plan.models.entries`` in one pass (see the module docstring)."""
     from .dataset import EvalDataset
+    from .gate import judge
     from .lightning_module import EvalDataModule, EvalModule
     from .numerics import autocast_dtype, env_overrides, float32_head, float32_mode, override_warnings
     from .preflight import check_shipped_data
-    from .gate import judge
     from .report import build_record, check_output
     from .run import _batch_size, on_rank_zero_then_together, run_facts
     from .trainer import make_trainer, run_validation
