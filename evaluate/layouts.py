@@ -132,7 +132,7 @@ class DataSource:
         already decoded image): what identifies the image's content, whatever its id (a file name, ``row-<i>``).
         The bytes are read once, hashed and decoded from memory; may raise."""
         if isinstance(sample.ref, str):
-            return _decode_bytes(_read_file(sample.ref))
+            return _decode_bytes(_read_file(sample.ref), sample.ref)
         return _decode_cell(self.dataset[sample.ref][self.image_column])
 
 
@@ -476,14 +476,14 @@ def _decode_cell(value) -> tuple[Image.Image, str]:
         return value, ""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return _decode_bytes(value["bytes"])
+            return _decode_bytes(value["bytes"], value.get("path"))
         if value.get("path"):
-            return _decode_bytes(_read_file(value["path"]))
+            return _decode_bytes(_read_file(value["path"]), value["path"])
         raise OSError("row has neither image bytes nor a path")
     if isinstance(value, (bytes, bytearray)):
         return _decode_bytes(value)
     if isinstance(value, str):
-        return _decode_bytes(_read_file(value))
+        return _decode_bytes(_read_file(value), value)
     raise OSError(f"cannot read an image from a {type(value).__name__}")
 
 
@@ -495,8 +495,20 @@ def _read_file(path) -> bytes:
         return fh.read()
 
 
-def _decode_bytes(data: bytes) -> tuple[Image.Image, str]:
-    return _open_image(io.BytesIO(data)), hashlib.sha256(data).hexdigest()
+def _decode_bytes(data: bytes, name: str | None = None) -> tuple[Image.Image, str]:
+    """Decode from memory (the bytes are read once: hashed and decoded); PIL's messages name ``name``."""
+    return _open_image(_Named(data, name) if name else io.BytesIO(data)), hashlib.sha256(data).hexdigest()
+
+
+class _Named(io.BytesIO):
+    """Bytes read from a file: PIL names the stream by its repr in its errors, so it is the file's name."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self._name = str(name)
+
+    def __repr__(self) -> str:
+        return repr(self._name)
 
 
 def _open_image(src) -> Image.Image:
