@@ -60,30 +60,20 @@ cannot be used, else naming the file, line, row or column whose content is wrong
 from __future__ import annotations
 
 import csv
-import errno
-import hashlib
-import io
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image, ImageFile
+from PIL import Image
 
 from cvt_port.errors import BadInput, first_line
 
-from .plan import PlanError
-from .shards import looks_like_shards, read_shards
-
 from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
     LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
-
-# A truncated file is a bad image, not something to pad with grey (PIL's default is False too;
-# set it explicitly because any imported library may have flipped it). Set here, once: every image
-# of a run, file or dataset cell, is opened by this module's _open_image.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+from .image_bytes import decode_cell, read_file_image
+from .plan import PlanError
+from .shards import looks_like_shards, read_shards
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
@@ -132,8 +122,8 @@ class DataSource:
         already decoded image): what identifies the image's content, whatever its id (a file name, ``row-<i>``).
         The bytes are read once, hashed and decoded from memory; may raise."""
         if isinstance(sample.ref, str):
-            return _decode_bytes(_read_file(sample.ref), sample.ref)
-        return _decode_cell(self.dataset[sample.ref][self.image_column])
+            return read_file_image(sample.ref)
+        return decode_cell(self.dataset[sample.ref][self.image_column])
 
 
 def ilsvrc_val_number(image_id: str) -> int | None:
@@ -466,55 +456,6 @@ def _file_names(ds, img_col: str) -> list[str] | None:
     if any(not p for p in paths):
         return None
     return [re.split(r"[/\\]", p)[-1] for p in paths]
-
-
-def _decode_cell(value) -> tuple[Image.Image, str]:
-    """A dataset cell (``{"bytes", "path"}``, raw bytes, a path, or a PIL image) as a loaded image and the sha256 of
-    its bytes (``""`` for a PIL image: no bytes were read)."""
-    if isinstance(value, Image.Image):
-        value.load()
-        return value, ""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return _decode_bytes(value["bytes"], value.get("path"))
-        if value.get("path"):
-            return _decode_bytes(_read_file(value["path"]), value["path"])
-        raise OSError("row has neither image bytes nor a path")
-    if isinstance(value, (bytes, bytearray)):
-        return _decode_bytes(value)
-    if isinstance(value, str):
-        return _decode_bytes(_read_file(value), value)
-    raise OSError(f"cannot read an image from a {type(value).__name__}")
-
-
-def _read_file(path) -> bytes:
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        # a FIFO, socket or device named like an image: unreadable (opening a FIFO would block)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def _decode_bytes(data: bytes, name: str | None = None) -> tuple[Image.Image, str]:
-    """Decode from memory (the bytes are read once: hashed and decoded); PIL's messages name ``name``."""
-    return _open_image(_Named(data, name) if name else io.BytesIO(data)), hashlib.sha256(data).hexdigest()
-
-
-class _Named(io.BytesIO):
-    """Bytes read from a file: PIL names the stream by its repr in its errors, so it is the file's name."""
-
-    def __init__(self, data: bytes, name: str):
-        super().__init__(data)
-        self._name = str(name)
-
-    def __repr__(self) -> str:
-        return repr(self._name)
-
-
-def _open_image(src) -> Image.Image:
-    img = Image.open(src)
-    img.load()  # decode now: a corrupt or truncated file must fail here, not later
-    return img
 
 
 # --------------------------------------------------------------------------- checks
