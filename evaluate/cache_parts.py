@@ -50,7 +50,7 @@ from cvt_port.atomic import locked, new_sibling, staged_dir
 from cvt_port.errors import BadInput, first_line
 
 from .allocation import process_start_time
-from .cache_files import _crc_file, _pixels_file, decode_range, finish, refuse_existing, stored_key
+from .cache_files import CONTENT_FILE, _crc_file, _pixels_file, decode_range, finish, refuse_existing, stored_key
 from .cache_key import sha256_json
 
 PART_WAIT_S = 600.0  # seconds without a sign of life from a missing part's builder before the others give up
@@ -186,6 +186,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
                 for mode, shape in dataset.shapes.items()}
         crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in outs}
         ok = np.zeros(n, dtype=bool)
+        content = np.zeros((n, 32), dtype=np.uint8)
         errors: dict[int, str] = {}
         for r in range(world):
             start, stop = share(n, r, world)
@@ -200,6 +201,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
                         for i in range(0, stop - start, COPY_ROWS):
                             out[start + i:min(stop, start + i + COPY_ROWS)] = rows[i:i + COPY_ROWS]
                 ok[start:stop] = np.load(part / "ok.npy")
+                content[start:stop] = np.load(part / CONTENT_FILE)  # the content hashes of the bytes decoded
                 errors.update({int(i): m for i, m in json.loads((part / "errors.json").read_text("utf-8")).items()})
             except (OSError, ValueError) as exc:
                 shutil.rmtree(part, ignore_errors=True)  # rebuilt by the next launch
@@ -208,6 +210,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
         for out in outs.values():
             out.flush()
         del outs
+        np.save(tmp / CONTENT_FILE, content)
         finish(tmp, dataset, parts, stamps, transforms, source, crcs, ok, errors, selection)
     shutil.rmtree(staging, ignore_errors=True)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, weights_provenance
 
-from .baseline import check_same_images, read_baseline
-from .candidates import build_candidates, tune_models
+from .baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
 from .cache_inputs import run_inputs
+from .candidates import build_candidates, tune_models
+from .gate import judge
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
 from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode, hardware_facts, override_warnings,
@@ -57,6 +58,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     check_shipped_data(s.image_id for s in inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(inputs.samples))
+        check_same_labels(baseline, inputs.samples, str(d.source), inputs.source.layout)
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
@@ -87,12 +89,17 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     facts = run_facts(plan, trainer, inputs, m.model, variant, folder.config, heads, overrides)
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
+    against = None
+    if baseline is not None:  # the same images by content too (their bytes are known now), then image by image
+        check_same_content(baseline, results["content"], image_ids, str(d.source), inputs.source.layout)
+        against = compare(baseline, results["rows"], image_ids, primary)
+    checks = judge(results, primary, reference, variant, full, against)  # the verdict's own step
     hf_transform = transforms.get("hf")
     record = build_record(results=results, primary=primary, reference=reference, run=facts,
-                          variant=variant, image_ids=image_ids, full=full,
+                          variant=variant, image_ids=image_ids, full=full, checks=checks,
                           image_processor=hf_transform.describe() if hf_transform is not None else None,
                           provenance=run_provenance(plan.report.command, started, weights.result()),
-                          baseline=baseline)
+                          baseline=baseline, against=against)
     record["streaming"], record["data_revision"] = d.streaming, d.revision
     output = Path(plan.report.output) if plan.report.output is not None else None
 
