@@ -34,7 +34,7 @@ def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps, m
         what = ("another build published a cache of other images or settings there while this one decoded"
                 if meanwhile else "the folder exists and is not a cache of these images and settings")
         raise BadInput(f"cache {cache_dir}: {what}{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
-                       "nothing was replaced: remove it, choose another folder, or overwrite it (`cache build --overwrite`; overwrite=True)")
+                       "nothing was replaced: remove it, choose another folder, or rebuild with overwrite (the cache build option)")
 
 
 def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:

@@ -118,5 +118,5 @@ def test_cache_build_refuses_a_cache_of_other_images_in_one_line_unless_overwrit
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(cache) in err[0] and "--overwrite" in err[0] and "another image list" in err[0], err
+    assert len(err) == 1 and str(cache) in err[0] and "overwrite" in err[0] and "another image list" in err[0], err
     assert main(argv + ["--overwrite"]) == 0 and f"cache of {len(data.samples)} images" in capsys.readouterr().out
