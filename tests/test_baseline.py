@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 
-import cvt_port
 from cvt_port.errors import BadInput
 from cvt_port.provenance import LIBRARIES, git_commit, hub_revision, library_versions, weights_provenance
 from cvt_port.variants import DEFAULT_BASELINE_MAX_FLIPPED, DEFAULT_BASELINE_TOP1_TOLERANCE, load_variant_file
 from evaluate.api import PlanError, evaluate_model
 from evaluate.baseline import Baseline, check_same_images, compare, read_baseline
-from evaluate.default import CHECKPOINT, DATA, VARIANT
+from evaluate.default import CHECKPOINT, DATA
 from evaluate.gate import CheckStatus, baseline_check
 from evaluate.stats import mcnemar_exact
 from evalkit import evaluate_cli, swap_head_classes
@@ -36,12 +35,6 @@ CLI_CPU = ["--accelerator", "cpu", "--num-workers", "0", "--batch-size", "32"]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The bundled original checkpoint, converted (unmodified)."""
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
