@@ -193,10 +193,15 @@ def run_main(main, argv, cwd=None, env=None) -> Ran:
 
 
 def evaluate_cli(*args, cwd=None, env=None) -> Ran:
-    """``python -m evaluate ARGS``, in this process (see :func:`run_main`)."""
+    """``python -m evaluate ARGS``, in this process (see :func:`run_main`). Not for several devices: Lightning's
+    DDP launcher would start the other processes from this one's command line (pytest's)."""
     from evaluate.cli import main
 
-    return run_main(main, args, cwd=cwd, env=env)
+    argv = [str(a) for a in args]
+    devices = argv[argv.index("--devices") + 1] if "--devices" in argv[:-1] else "1"
+    if devices not in ("1", "auto") or any("ddp" in a for a in argv):
+        raise ValueError(f"{argv}: several processes: run them with evaluate_process")
+    return run_main(main, argv, cwd=cwd, env=env)
 
 
 def evaluate_process(*args, cwd=None, env=None) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from evaluate.baseline import Baseline, check_same_images, compare, read_baselin
 from evaluate.default import CHECKPOINT, DATA
 from evaluate.gate import CheckStatus, baseline_check
 from evaluate.stats import mcnemar_exact
-from evalkit import evaluate_cli, swap_head_classes
+from evalkit import evaluate_cli, evaluate_process, swap_head_classes
 
 REPO = Path(__file__).resolve().parent.parent
 SWAP = (3, 8)  # the two head rows swapped in the regression fixture
@@ -83,8 +83,8 @@ def test_the_unmodified_model_passes_against_its_own_run(digits, base, tmp_path)
 def test_a_model_with_two_head_classes_swapped_fails_and_names_the_flipped_images(swapped, base, tmp_path):
     """On two processes (DDP on CPU): the rows gathered on rank 0 are the ones compared; every rank exits 1."""
     out = tmp_path / "swapped-run"
-    r = evaluate_cli("--model", swapped, "--data", DATA, "--subset", SUBSET, "--output", out, "--baseline", base,
-                     *CLI_CPU, "--devices", "2", "--strategy", "ddp")
+    r = evaluate_process("--model", swapped, "--data", DATA, "--subset", SUBSET, "--output", out, "--baseline", base,
+                         *CLI_CPU, "--devices", "2", "--strategy", "ddp")
     assert r.returncode == 1, r.stderr[-2000:]
     before = predictions(base)
     a, b = SWAP

@@ -44,3 +44,14 @@ def test_system_exit_is_the_exit_status():
 
     assert run_main(usage, []).returncode == 2
     assert run_main(lambda argv: sys.exit(), []).returncode == 0
+
+
+def test_several_devices_are_refused_in_process():
+    """Lightning's DDP launcher would start pytest's command line again (a worker of pytest-xdist dies)."""
+    import pytest
+
+    from evalkit import evaluate_cli
+
+    for argv in (["--devices", "2"], ["--strategy", "ddp"]):
+        with pytest.raises(ValueError, match="evaluate_process"):
+            evaluate_cli("--model", "m", *argv)
