@@ -17,7 +17,7 @@ import time
 
 from .report import fr, row, yn
 from .timing import fmt, met, median, progress, ratio, slim, target_dict
-from .workspace import Workspace, save_release_checkpoint
+from .workspace import Workspace
 
 KEY = "3_conversion"
 NEEDS: tuple[str, ...] = ()
@@ -54,6 +54,7 @@ def _baseline(ws: Workspace, r: int, path) -> dict:
 
 def run(ws: Workspace, sections: dict) -> dict:
     from cvt_port.variants import TESTING_CONFIGS_DIR, get_variant
+    from synthetic.checkpoints import save_release_checkpoint
 
     p = ws.plan
     conv_dir = ws.work / "conversion"
@@ -139,6 +140,6 @@ def rows(results: dict) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from .suite import main
+    from .cli import main
 
     sys.exit(main(only=["conversion"]))

@@ -173,6 +173,6 @@ def rows(results: dict) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from .suite import main
+    from .cli import main
 
     sys.exit(main(only=["options"]))

@@ -66,6 +66,6 @@ def rows(results: dict) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from .suite import main
+    from .cli import main
 
     sys.exit(main(only=["scaling"]))

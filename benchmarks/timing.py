@@ -1,4 +1,5 @@
-"""Shared timing helpers of the benchmarks: the process runner, medians and ratios, targets, disturbance.
+"""Shared timing helpers of the benchmarks: the process runner, the bare model loop, medians and ratios, targets,
+disturbance.
 
 Every timed command runs as its own process under :mod:`benchmarks.measure` (wall time, peak RSS, CPU time);
 the harness's throughput comes from the ``images_per_second`` its report.json records. A ratio is always kept
@@ -7,6 +8,7 @@ with its numerator and denominator, so results.json shows what it was computed f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -52,8 +54,12 @@ def target_dict(name: str) -> dict:
     return {"op": op, "value": bound}
 
 
-def fmt(v, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+def fmt(v, spec: str, missing: str = "n/a") -> str:
+    """``v`` formatted by ``spec``, ``missing`` when it is not a number (right-aligned to the spec's width)."""
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    width = "".join(c for c in spec.split(".")[0] if c.isdigit())
+    return missing.rjust(int(width) if width else 0)
 
 
 def progress(msg: str) -> None:
@@ -178,3 +184,79 @@ class ProcessRunner:
             "stderr_tail": err_path.read_text(errors="replace")[-1500:],
             "log": str(err_path),
         }
+
+
+def time_loop(model_dir: str, img_size: int, images: int, batch_sizes: list[int], passes: int = 1,
+              warmup_batches: int = 0, attention: str = "einsum", precision: str = "32-true",
+              compile: bool = False, compare: bool = False, device: str = "cpu", tf32: bool = False,
+              timed=contextlib.nullcontext) -> dict:
+    """``model(pixel_values)`` of the converted ``model_dir`` on pre-made float32 tensors: per batch size,
+    ``warmup_batches`` untimed batches, then ``passes`` timed passes over ``images`` images in batches of that
+    size (the last one smaller, as a DataLoader's); images per second of every pass (and, with ``compare``, the
+    max |logit diff| of SDPA vs einsum and of bf16 autocast vs float32 on one batch). ``tf32``: TF32 float32
+    matmuls (as ``--tf32``); ``timed()`` is entered around each timed pass (the GPU check counts host-device
+    synchronisations there). The loop of ``python -m benchmarks.bare_loop`` and of the GPU check's bare cells."""
+    import torch
+
+    import cvt_port
+    from cvt_port.attention import set_attention
+    from evaluate.numerics import float32_mode
+
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    model = set_attention(cvt_port.load_model(model_dir), attention).to(dev)
+    out = {"threads": torch.get_num_threads(), "load_s": round(time.perf_counter() - t0, 3), "attention": attention,
+           "precision": precision, "compile": compile, "device": str(dev), "batch_sizes": {}}
+    fn = torch.compile(model) if compile else model
+
+    def autocast():
+        if precision == "bf16-mixed":
+            return torch.autocast(dev.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    g = torch.Generator().manual_seed(0)
+    shape = (3, img_size, img_size)
+    for bs in batch_sizes:
+        n = max(images, bs)  # at least one full batch of every size
+        sizes = [bs] * (n // bs) + ([n % bs] if n % bs else [])
+        batches = [torch.randn(k, *shape, generator=g).to(dev) for k in sizes]
+        rec = {"images": n, "batches": sizes, "pass_s": [], "pass_ips": []}
+        with float32_mode(tf32), torch.inference_mode(), autocast():
+            t = time.perf_counter()
+            for _ in range(warmup_batches):
+                fn(pixel_values=batches[0]).logits.float()
+            sync()
+            rec["warmup_s"] = round(time.perf_counter() - t, 3)
+            for _ in range(passes):
+                with timed():
+                    t = time.perf_counter()
+                    for x in batches:
+                        fn(pixel_values=x).logits.float()
+                sync()
+                dt = time.perf_counter() - t
+                rec["pass_s"].append(round(dt, 4))
+                rec["pass_ips"].append(n / dt)
+        out["batch_sizes"][str(bs)] = rec
+
+    if compare:
+        x = torch.randn(min(8, images), *shape, generator=torch.Generator().manual_seed(1)).to(dev)
+        with torch.inference_mode():
+            set_attention(model, "einsum")
+            ref = model(pixel_values=x).logits.float()
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                bf16 = model(pixel_values=x).logits.float()
+            set_attention(model, "sdpa")
+            sdpa = model(pixel_values=x).logits.float()
+            set_attention(model, attention)
+        out["compare"] = {
+            "images": int(x.shape[0]),
+            "sdpa_vs_einsum_max_abs_logit_diff": float((sdpa - ref).abs().max()),
+            "bf16_vs_fp32_max_abs_logit_diff": float((bf16 - ref).abs().max()),
+            "bf16_vs_fp32_top1_agreement": float((bf16.argmax(-1) == ref.argmax(-1)).float().mean()),
+            "max_abs_logit": float(ref.abs().max()),
+        }
+    return out

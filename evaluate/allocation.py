@@ -14,8 +14,14 @@ process of a node must see all the node's GPUs. SLURM's per-task binding (``--gp
 alone over all images (devices "auto" = 1 GPU, a single-device strategy), N times the same work into one
 output. Allocate ``--ntasks-per-node=N --gpus-per-node=N`` instead (every task sees the N GPUs).
 
-Detection follows Lightning's order: torchrun first (it may run inside a SLURM job), then SLURM (``SLURM_NTASKS``
-set and the job not named ``bash``/``interactive``, Lightning's interactive mode, which it ignores).
+Detection follows Lightning's order: torchrun first (it may run inside a SLURM job), then SLURM. Inside a job step
+(srun) the step's own variables decide (``SLURM_STEP_NUM_TASKS``, ``SLURM_STEP_TASKS_PER_NODE``,
+``SLURM_STEP_NUM_NODES``): a step may use part of the job's allocation, which the job's variables
+(``SLURM_NTASKS_PER_NODE``) still describe. A step of several tasks is one job even when the job is named ``bash`` or
+``interactive`` (``srun bash -c ...``, ``srun`` under ``salloc``): Lightning's interactive mode would ignore SLURM
+there and run every task alone over all the images into the same output; :func:`evaluate.trainer.make_trainer`
+gives Lightning the step instead. Outside a step (no ``SLURM_STEP_NUM_TASKS``), the job's variables, and an
+interactive job is no launcher.
 """
 
 from __future__ import annotations
@@ -54,7 +60,12 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
                             f"LOCAL_WORLD_SIZE={local}: start the same {launcher_option('nproc_per_node')} on every node")
         return Allocation("torchrun", world, local, world // local, int(env.get("RANK", "0")),
                           ("LOCAL_WORLD_SIZE", "WORLD_SIZE/LOCAL_WORLD_SIZE"))
-    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
+        step = _slurm_step(env)
+        if step.world_size > 1 or not _slurm_interactive(env):
+            return step
+        return None  # one task of an interactive step (srun --pty bash, salloc): a process alone
+    if "SLURM_NTASKS" in env and not _slurm_interactive(env):
         ntasks = _count(env, "SLURM_NTASKS")
         nodes = _slurm_int(env, "SLURM_NNODES") or _slurm_int(env, "SLURM_JOB_NUM_NODES") or 1
         per_node = _slurm_int(env, "SLURM_NTASKS_PER_NODE")
@@ -67,6 +78,45 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
         return Allocation("slurm", ntasks, per_node, nodes, int(env.get("SLURM_PROCID", "0")),
                           ("SLURM_NTASKS_PER_NODE", "SLURM_NNODES"))
     return None
+
+
+def _slurm_interactive(env: Mapping[str, str]) -> bool:
+    """Lightning's interactive mode (``srun --pty bash``, ``salloc``): a job named bash or interactive."""
+    return env.get("SLURM_JOB_NAME") in ("bash", "interactive")
+
+
+def _slurm_step(env: Mapping[str, str]) -> Allocation:
+    """The job step this process is a task of, from the variables srun sets for the step itself. The job's
+    (``SLURM_NTASKS_PER_NODE``, ``SLURM_JOB_NUM_NODES``) describe the allocation, which a step may use only part
+    of: ``sbatch --ntasks-per-node=4`` then ``srun --ntasks=2`` is a step of 2 tasks with 4 in the job's variables.
+    Lightning needs as many tasks on every node (its ``devices``), so a step spread unevenly is refused."""
+    ntasks = _count(env, "SLURM_STEP_NUM_TASKS")
+    nodes = _slurm_int(env, "SLURM_STEP_NUM_NODES") or 1
+    text = env.get("SLURM_STEP_TASKS_PER_NODE") or str(ntasks)
+    counts = _per_node_counts(text)
+    if counts is None:
+        raise PlanError("run.devices", f"srun set SLURM_STEP_TASKS_PER_NODE={text!r}, not a list of task counts")
+    if len(set(counts)) > 1 or sum(counts) != ntasks or len(counts) != nodes:
+        raise PlanError("run.devices", f"the job step's {ntasks} tasks are spread unevenly over its {nodes} node(s) "
+                        f"(SLURM_STEP_TASKS_PER_NODE={text}); every node must run as many (one per device): launch "
+                        f"with {launcher_option('ntasks-per-node=N')} instead of {launcher_option('ntasks')}")
+    return Allocation("slurm", ntasks, counts[0], nodes, int(env.get("SLURM_PROCID", "0")),
+                      ("SLURM_STEP_TASKS_PER_NODE", "SLURM_STEP_NUM_NODES"))
+
+
+def _per_node_counts(text: str) -> list[int] | None:
+    """SLURM's tasks-per-node list, expanded: ``2(x3),1`` -> ``[2, 2, 2, 1]``."""
+    out: list[int] = []
+    for part in text.split(","):
+        count, _, times = part.strip().partition("(x")
+        try:
+            n, k = int(count), int(times.rstrip(")")) if times else 1
+        except ValueError:
+            return None
+        if n <= 0 or k <= 0:
+            return None
+        out += [n] * k
+    return out or None
 
 
 def launch_id(environ: Mapping[str, str] | None = None) -> str | None:

@@ -116,14 +116,15 @@ def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     return _run.run_plan(plan)
 
 
-def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes); for several models
-    one cache holding each distinct preprocessing (:func:`evaluate.several_models.build_many_cache`)."""
+    one cache holding each distinct preprocessing (:func:`evaluate.several_models.build_many_cache`). A folder
+    holding anything else (a cache of other images or settings) is refused unless ``overwrite``."""
     if plan.models.extra_models:
         from .several_models import build_many_cache
 
-        return build_many_cache(plan, Path(cache_dir))
-    return _run.build_cache_for(plan, Path(cache_dir))
+        return build_many_cache(plan, Path(cache_dir), overwrite)
+    return _run.build_cache_for(plan, Path(cache_dir), overwrite)
 
 
 def _call(name: str, arguments: dict) -> str:
@@ -136,10 +137,10 @@ def _call(name: str, arguments: dict) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def build_cache(plan: EvalPlan, cache_dir: str | Path) -> Path:
+def build_cache(plan: EvalPlan, cache_dir: str | Path, overwrite: bool = False) -> Path:
     """Decode and resize the plan's images once into ``cache_dir`` (runs then read it with
     ``RunSpec(cache_dir=...)``); returns the cache folder."""
-    return build_cache_for(plan, Path(cache_dir))[0]
+    return build_cache_for(plan, Path(cache_dir), overwrite)[0]
 
 
 def _entries(model, config) -> tuple[ModelEntry, ...]:

@@ -13,9 +13,17 @@ When each part happens (every failure that can be found before the first batch i
    ``predictions.csv`` must exist and parse (else a one-line :class:`~evaluate.plan.PlanError` naming the file).
 2. :func:`check_same_images`, once the image list is known (after the data is prepared, before any model is
    loaded): the two runs must cover the same ordered image list (``subset_sha256``), else one line naming both
-   hashes and how to evaluate the baseline's list.
+   hashes and how to evaluate the baseline's list; and :func:`check_same_labels`: an id is a file name or
+   ``row-<i>``, so the same ids can name other images (the same parquet rows shuffled): every image must carry the
+   baseline's label, else one line naming the data each run read.
 3. :func:`compare`, after the pass, on the rows gathered from every rank: the primary row of this run against the
-   baseline's primary row (with ``preprocessing both``, the first mode's row, as predictions.csv holds it).
+   baseline's primary row (with ``preprocessing both``, the first mode's row, as predictions.csv holds it). Images
+   are paired by content too: predictions.csv records the sha256 of the bytes each image was decoded from (the
+   ``sha256`` column; a pixel cache keeps the hashes of the bytes it decoded), and an image whose bytes differ from
+   the baseline's under the same id is refused (exit 2), since its predictions are not comparable. The bytes are
+   only known once read, so this is found after the pass (before it with nothing to read: a label differs first).
+   A baseline written before the column existed, or an image whose bytes were not read (a decoded dataset cell),
+   is paired by id and label only.
 
 The gate's ``baseline`` check (:func:`evaluate.gate.baseline_check`) turns the comparison into pass or fail.
 """
@@ -26,7 +34,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvt_port.provenance import ENVIRONMENT_KEYS
@@ -36,6 +44,7 @@ from .stats import mcnemar_exact
 
 BASELINE_FILES = ("report.json", "predictions.csv")
 FLIPPED_FILE = "flipped.csv"
+CONTENT_COLUMN = "sha256"  # predictions.csv's last column: the sha256 of the bytes each image was decoded from
 FLIPPED_COLUMNS = ("image_id", "label", "baseline_top1", "top1", "baseline_correct", "correct")
 SHOWN = 20  # flipped images listed in report.md and the terminal (all of them are in flipped.csv and report.json)
 _WHAT = "give the report.output folder of an earlier run (it holds report.json and predictions.csv)"
@@ -44,12 +53,13 @@ _WHAT = "give the report.output folder of an earlier run (it holds report.json a
 @dataclass(frozen=True)
 class Baseline:
     """An earlier run's reports: its record, its per-image label and top-k (image id -> (label, top-k)),
-    and the sha256 of the files read."""
+    the sha256 of the files read, and each image's content hash (image id -> sha256 of its bytes, where recorded)."""
 
     folder: Path
     record: dict
     predictions: dict[str, tuple[int, tuple[int, ...]]]
     sha256: dict[str, str]
+    content: dict[str, str] = field(default_factory=dict)
 
 
 def read_baseline(folder: str | Path) -> Baseline:
@@ -77,12 +87,12 @@ def read_baseline(folder: str | Path) -> Baseline:
     if not isinstance(record, dict) or not isinstance(record.get("subset_sha256"), str):
         raise PlanError("report.baseline", f"is not the report.json of a python -m evaluate run (no subset_sha256); "
                         f"{_WHAT}", path)
-    predictions = _read_predictions(folder / "predictions.csv", raw["predictions.csv"])
+    predictions, content = _read_predictions(folder / "predictions.csv", raw["predictions.csv"])
     return Baseline(folder.resolve(), record, predictions,
-                    {name: hashlib.sha256(data).hexdigest() for name, data in raw.items()})
+                    {name: hashlib.sha256(data).hexdigest() for name, data in raw.items()}, content)
 
 
-def _read_predictions(path: Path, data: bytes) -> dict[str, tuple[int, tuple[int, ...]]]:
+def _read_predictions(path: Path, data: bytes) -> tuple[dict[str, tuple[int, tuple[int, ...]]], dict[str, str]]:
     def bad(what: str) -> PlanError:
         return PlanError("report.baseline", f"{what}; {_WHAT}", path)
 
@@ -92,7 +102,9 @@ def _read_predictions(path: Path, data: bytes) -> dict[str, tuple[int, tuple[int
         if not header or header[:3] != ["image_id", "label", "pred1"]:
             raise bad("is not the predictions.csv of a python -m evaluate run (columns image_id, label, pred1, ...)")
         k = next((i for i, c in enumerate(header[2:]) if c != f"pred{i + 1}"), len(header) - 2)
+        at = header.index(CONTENT_COLUMN) if CONTENT_COLUMN in header else None  # older runs have no column
         out: dict[str, tuple[int, tuple[int, ...]]] = {}
+        content: dict[str, str] = {}
         for line, row in enumerate(reader, start=2):
             try:
                 label, top = int(row[1]), tuple(int(v) for v in row[2:2 + k])
@@ -101,11 +113,13 @@ def _read_predictions(path: Path, data: bytes) -> dict[str, tuple[int, tuple[int
             if row[0] in out:
                 raise bad(f"line {line}: image id '{row[0]}' is listed twice")
             out[row[0]] = (label, top)
+            if at is not None and at < len(row) and row[at]:
+                content[row[0]] = row[at]
     except UnicodeDecodeError as exc:
         raise bad(f"is not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise bad(f"is not a CSV file ({exc})") from None
-    return out
+    return out, content
 
 
 def check_same_images(baseline: Baseline, sha256: str) -> None:
@@ -124,6 +138,43 @@ def check_same_images(baseline: Baseline, sha256: str) -> None:
     raise PlanError("report.baseline", f"covers other images than this run: the baseline's image list has sha256 "
                     f"{theirs}, this run's {sha256}; evaluate the baseline's list: {how}, on the data it read "
                     f"({r.get('data')})", baseline.folder)
+
+
+def _sources(baseline: Baseline, data: str, layout: str) -> str:
+    """Which data each run read: named when they differ (the likely cause), else that the data changed."""
+    r = baseline.record
+    theirs, ours = f"{r.get('data')} ({r.get('layout')})", f"{data} ({layout})"
+    if theirs != ours:
+        return f"the baseline read {theirs}, this run reads {ours}"
+    return f"both runs read {ours}: its images changed since the baseline, or its order did"
+
+
+def check_same_labels(baseline: Baseline, samples, data: str, layout: str) -> None:
+    """Before any model is loaded: every image of this run that the baseline has must carry the baseline's label.
+    Equal ids with other labels are other images under the same names (``row-<i>`` of shuffled rows, a renamed
+    file), whose predictions a comparison would pair wrongly; one line naming the data each run read."""
+    differ = [(s.image_id, s.label, baseline.predictions[s.image_id][0]) for s in samples
+              if s.image_id in baseline.predictions and baseline.predictions[s.image_id][0] != s.label]
+    if differ:
+        first = differ[0]
+        raise PlanError("report.baseline", f"pairs other images under the same ids: {len(differ)} of "
+                        f"{len(samples)} images carry another label than in the baseline (first {first[0]}: label "
+                        f"{first[1]} here, {first[2]} in the baseline); {_sources(baseline, data, layout)}; compare "
+                        f"with a baseline of the same data", baseline.folder)
+
+
+def check_same_content(baseline: Baseline, content: dict[int, str], image_ids, data: str, layout: str) -> None:
+    """After the pass (the bytes are known once read): an image whose bytes' sha256 differs from the baseline's under
+    the same id is another image; one line naming the data each run read. Images without a hash on either side
+    (a baseline from before the column, a decoded dataset cell) are paired by id and label only."""
+    differ = [(image_ids[idx], h, baseline.content[image_ids[idx]]) for idx, h in sorted(content.items())
+              if h and baseline.content.get(image_ids[idx], h) != h]
+    if differ:
+        first = differ[0]
+        raise PlanError("report.baseline", f"pairs other images under the same ids: {len(differ)} of {len(content)} "
+                        f"images have other bytes than in the baseline (first {first[0]}: sha256 {first[1][:12]}... "
+                        f"here, {first[2][:12]}... in the baseline); {_sources(baseline, data, layout)}; compare "
+                        f"with a baseline of the same data", baseline.folder)
 
 
 def compare(baseline: Baseline, rows, image_ids, primary: str) -> dict:

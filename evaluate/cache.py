@@ -21,6 +21,10 @@ Layout of a cache folder (format version :data:`CACHE_FORMAT`)::
     crc32-<mode>.npy      uint32 (N,): CRC-32 of each image's cached pixels, checked on every read
     sources.npy           int64 (N, 2): size and modification time (ns) of each source file when
                           it was cached (-1 for dataset rows and files that could not be read)
+    content-sha256.npy    uint8 (N, 32): sha256 of the bytes each image was decoded from (zeros where none
+                          were read), so a run from the cache records the content hashes a decoding run
+                          would (predictions.csv; ``--baseline`` pairs images by content). A cache built
+                          before this file existed gives none: such a run is paired by id and label only
 
 The key (:func:`cache_key`) is a sha256 over the ordered image ids, the labels, the source
 files' sizes and modification times (and those of a ``datasets`` source's Arrow files), each
@@ -184,12 +188,15 @@ class CachedDataset(torch.utils.data.Dataset):
             self.errors = {int(i): m for i, m in json.loads((self.cache_dir / "errors.json").read_text("utf-8")).items()}
             self.image_ids = (self.cache_dir / "image_ids.txt").read_text("utf-8").splitlines()
             self.crcs = {mode: np.load(self.cache_dir / info["crc32"]) for mode, info in manifest["modes"].items()}
+            content = manifest["files"].get("content")
+            self.content = np.load(self.cache_dir / content) if content else None
             arrays = self._open()
         except (OSError, ValueError, KeyError) as exc:
             raise BadInput(f"cache {self.cache_dir}: a file is missing or corrupt ({type(exc).__name__}); "
                            f"{REBUILD_HINT}") from None
         n = int(manifest["count"])
-        if len(self.labels) != n or len(self.ok) != n or len(self.image_ids) != n or any(
+        if len(self.labels) != n or len(self.ok) != n or len(self.image_ids) != n or (
+                self.content is not None and self.content.shape != (n, 32)) or any(
                 arr.shape != (n, *self.shapes[m]) or arr.dtype != np.uint8 or self.crcs[m].shape != (n,)
                 for m, arr in arrays.items()):
             raise BadInput(f"cache {self.cache_dir}: its files do not match {MANIFEST}; {REBUILD_HINT}")
@@ -237,14 +244,21 @@ class CachedDataset(torch.utils.data.Dataset):
             "ok": torch.from_numpy(ok),
             "pixels": pixels,
             "errors": [errors[int(i)] for i, good in zip(idx, ok) if not good],
+            "sha256": self._content(idx),
         }
-        items = [self._item(int(i), int(labels[j]), bool(ok[j]), {m: p[j] for m, p in pixels.items()}, errors)
-                 for j, i in enumerate(idx)]
+        items = [self._item(int(i), int(labels[j]), bool(ok[j]), {m: p[j] for m, p in pixels.items()}, errors,
+                            collated["sha256"][j]) for j, i in enumerate(idx)]
         return CachedBatch(items, collated)
 
+    def _content(self, idx: np.ndarray) -> list[str]:
+        """The content hashes of rows ``idx`` as hex (``""`` where none was recorded)."""
+        if self.content is None:
+            return [""] * len(idx)
+        return [row.tobytes().hex() if row.any() else "" for row in self.content[idx]]
+
     @staticmethod
-    def _item(index: int, label: int, ok: bool, pixels: dict, errors: dict) -> dict:
-        item = {"index": index, "label": label, "ok": ok, "pixels": pixels}
+    def _item(index: int, label: int, ok: bool, pixels: dict, errors: dict, sha256: str = "") -> dict:
+        item = {"index": index, "label": label, "ok": ok, "sha256": sha256, "pixels": pixels}
         if not ok:
             item["error"] = errors[index]
         return item

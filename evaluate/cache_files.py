@@ -27,12 +27,14 @@ REBUILD_HINT = ("rebuild it (`python -m evaluate cache build` or evaluate.api.bu
                 "subset and preprocessing, or use another cache folder")
 
 
-def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps) -> None:
-    """A :class:`BadInput` for a folder that exists and is not empty (nor a cache of this key)."""
+def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps, meanwhile: bool = False) -> None:
+    """A :class:`BadInput` for a folder that exists and is not empty (nor a cache of this key). ``meanwhile``:
+    found on the check before publishing (another build filled the folder while this one decoded)."""
     if cache_dir.exists() and not (cache_dir.is_dir() and not any(cache_dir.iterdir())):  # a non-empty folder
-        raise BadInput(f"cache {cache_dir}: the folder exists and is not a cache of these images and settings"
-                       f"{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
-                       "remove it, choose another folder, or overwrite it")
+        what = ("another build published a cache of other images or settings there while this one decoded"
+                if meanwhile else "the folder exists and is not a cache of these images and settings")
+        raise BadInput(f"cache {cache_dir}: {what}{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
+                       "nothing was replaced: remove it, choose another folder, or rebuild with overwrite (the cache build option)")
 
 
 def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:
@@ -49,6 +51,11 @@ def stored_key(cache_dir: Path) -> str | None:
         return json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8")).get("key")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+# sha256 of the bytes each image was decoded from, uint8 (N, 32), zeros where none were read: a run from the cache
+# records the same content hashes as a run that decodes (predictions.csv, evaluate.baseline)
+CONTENT_FILE = "content-sha256.npy"
 
 
 def _pixels_file(mode: str) -> str:
@@ -76,13 +83,15 @@ def _sha256_file(path: Path) -> str:
 
 def decode_range(out: Path, dataset: EvalDataset, start: int, stop: int, num_workers: int, batch_size: int,
                  skip_bad_images: bool, progress: bool, on_batch: Callable[[], None] | None = None):
-    """Decode images ``start:stop`` into ``out/pixels-<mode>.npy``: (per-mode CRC-32s, ok flags, {index: message})
-    of those rows. ``on_batch`` is called after each batch (a builder's sign of life)."""
+    """Decode images ``start:stop`` into ``out/pixels-<mode>.npy`` and their content hashes into ``out/CONTENT_FILE``:
+    (per-mode CRC-32s, ok flags, {index: message}) of those rows. ``on_batch`` is called after each batch (a
+    builder's sign of life)."""
     n = stop - start
     pixels = {mode: np.lib.format.open_memmap(out / _pixels_file(mode), mode="w+", dtype=np.uint8, shape=(n, *shape))
               for mode, shape in dataset.shapes.items()}
     crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
     ok = np.zeros(n, dtype=bool)
+    content = np.zeros((n, 32), dtype=np.uint8)
     errors: dict[int, str] = {}
     part = dataset if (start, stop) == (0, len(dataset)) else torch.utils.data.Subset(dataset, range(start, stop))
     for batch in _batches(part, num_workers, batch_size, progress) if n else ():
@@ -93,6 +102,9 @@ def decode_range(out: Path, dataset: EvalDataset, start: int, stop: int, num_wor
             arr[rows_at] = rows
             crcs[mode][rows_at] = crc32_rows(rows)
         ok[rows_at] = batch["ok"].numpy()
+        for at, digest in zip(rows_at.tolist(), batch["sha256"]):
+            if digest:
+                content[at] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
         bad = index[~batch["ok"].numpy()]
         if len(bad) and not skip_bad_images:
             raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to record bad images in the cache")
@@ -102,6 +114,7 @@ def decode_range(out: Path, dataset: EvalDataset, start: int, stop: int, num_wor
     for arr in pixels.values():
         arr.flush()
     del pixels
+    np.save(out / CONTENT_FILE, content)
     return crcs, ok, errors
 
 
@@ -148,7 +161,7 @@ def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource,
                          "description": describe_transform(transforms[mode])}
                   for mode, shape in dataset.shapes.items()},
         "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt",
-                  "sources": "sources.npy"},
+                  "sources": "sources.npy", "content": CONTENT_FILE},
         # informational, not part of the key: the versions that produced the pixels
         "versions": library_versions("numpy", "pillow", "torch", "transformers"),
     }

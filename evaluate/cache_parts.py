@@ -22,6 +22,12 @@ their ranks and what to do, exit status 2: nothing in this process went wrong (n
 not 4); the build cannot be finished from what the launch gave, like an input that cannot be used, and
 nothing is published. The dead process's own status tells the cause.
 
+Two launches on one cache folder. With the same key they share the staging folder: whichever publishes
+first removes it, and a process of the other launch still decoding into it then finds the published cache
+and uses it. With another key, the folder was checked before decoding, and is checked again under the lock
+before publishing: a cache another launch published meanwhile is refused (exit status 2), never replaced,
+unless ``overwrite``; this launch's finished parts stay for a rerun.
+
 Reruns. The staging folder is named by the cache key (images, labels, source stamps, preprocessing), so
 finished parts of an earlier launch are the very bytes this launch would decode: they are reused (a
 rerun after a crash decodes only the missing shares). A failure marker counts only for the launch that
@@ -44,7 +50,7 @@ from cvt_port.atomic import locked, new_sibling, staged_dir
 from cvt_port.errors import BadInput, first_line
 
 from .allocation import process_start_time
-from .cache_files import _crc_file, _pixels_file, decode_range, finish, refuse_existing, stored_key
+from .cache_files import CONTENT_FILE, _crc_file, _pixels_file, decode_range, finish, refuse_existing, stored_key
 from .cache_key import sha256_json
 
 PART_WAIT_S = 600.0  # seconds without a sign of life from a missing part's builder before the others give up
@@ -85,12 +91,15 @@ def build_shared(cache_dir: Path, dataset, parts: dict, stamps, transforms, sour
             _make_part(staging, dataset, rank, world, num_workers, batch_size, skip_bad_images,
                        progress and rank == 0)  # one progress bar per launch
         except Exception as exc:
+            if stored_key(cache_dir) == key:  # another launch of this key published it and removed the staging
+                shutil.rmtree(staging, ignore_errors=True)  # folder under this part: its cache is this one
+                return cache_dir
             status = 2 if isinstance(exc, BadInput) else 4
             _write_atomic(failed, json.dumps({"launch": launch, "status": status, "rank": rank,
                                               "message": str(exc) if status == 2 else first_line(exc, typed=True)}))
             raise
     return _assemble_when_complete(cache_dir, staging, key, dataset, parts, stamps, transforms, source, world, launch,
-                                   selection)
+                                   selection, overwrite)
 
 
 def _make_part(staging: Path, dataset, rank: int, world: int, num_workers, batch_size, skip_bad_images,
@@ -119,7 +128,7 @@ def _make_part(staging: Path, dataset, rank: int, world: int, num_workers, batch
 
 
 def _assemble_when_complete(cache_dir: Path, staging: Path, key: str, dataset, parts, stamps, transforms, source,
-                            world: int, launch: str, selection: dict | None) -> Path:
+                            world: int, launch: str, selection: dict | None, overwrite: bool = False) -> Path:
     seen: dict[int, float] = {}
     quiet_since = time.monotonic()
     while True:
@@ -130,6 +139,8 @@ def _assemble_when_complete(cache_dir: Path, staging: Path, key: str, dataset, p
         if not missing:
             with locked(cache_dir):
                 if stored_key(cache_dir) != key:
+                    if not overwrite:  # checked again: another launch may have published here since the first check
+                        refuse_existing(cache_dir, dataset.samples, parts, transforms, stamps, meanwhile=True)
                     _assemble(cache_dir, staging, dataset, parts, stamps, transforms, source, world, selection)
             continue
         _raise_failure(staging, missing, world, launch)
@@ -175,6 +186,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
                 for mode, shape in dataset.shapes.items()}
         crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in outs}
         ok = np.zeros(n, dtype=bool)
+        content = np.zeros((n, 32), dtype=np.uint8)
         errors: dict[int, str] = {}
         for r in range(world):
             start, stop = share(n, r, world)
@@ -189,6 +201,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
                         for i in range(0, stop - start, COPY_ROWS):
                             out[start + i:min(stop, start + i + COPY_ROWS)] = rows[i:i + COPY_ROWS]
                 ok[start:stop] = np.load(part / "ok.npy")
+                content[start:stop] = np.load(part / CONTENT_FILE)  # the content hashes of the bytes decoded
                 errors.update({int(i): m for i, m in json.loads((part / "errors.json").read_text("utf-8")).items()})
             except (OSError, ValueError) as exc:
                 shutil.rmtree(part, ignore_errors=True)  # rebuilt by the next launch
@@ -197,6 +210,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
         for out in outs.values():
             out.flush()
         del outs
+        np.save(tmp / CONTENT_FILE, content)
         finish(tmp, dataset, parts, stamps, transforms, source, crcs, ok, errors, selection)
     shutil.rmtree(staging, ignore_errors=True)
 

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 def outcome(work) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
     from .interrupts import Interrupted, sigterm_raises
+    from .peers import PeerDied
     from .release import ReleaseError
 
     try:
@@ -266,6 +267,9 @@ def outcome(work) -> int:
         return exc.exit_status
     except ReleaseError as exc:  # the gate passed, the upload did not happen
         print(f"error: {name_fields(str(exc), flag)}", file=sys.stderr)
+        return exc.exit_status
+    except PeerDied as exc:  # another process of the launch died: no verdict (exit 3)
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted: SIGINT: stopped before the gate's verdict; no report written", file=sys.stderr)
@@ -290,6 +294,9 @@ def cache_build(argv: list[str]) -> int:
     parser.prog = f"{PROGRAM} cache build"
     parser.description = ("Decode and resize a data set once into memory-mappable uint8 files keyed by the "
                           "preprocessing settings and the image list; later runs read it with --cache-dir DIR.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what the cache folder holds (a cache of other images or settings); without it "
+                        "such a folder is refused")
     args = parser.parse_args(argv)
 
     def work() -> int:
@@ -299,7 +306,7 @@ def cache_build(argv: list[str]) -> int:
         from .api import build_cache_for
 
         models, data, run, report = plan_parts(args)
-        out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir))
+        out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir), args.overwrite)
         print(f"cache of {n} images ({', '.join(modes)}) at {out}")
         return ExitStatus.PASS
 

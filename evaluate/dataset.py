@@ -27,7 +27,9 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompression
 
 
 class EvalDataset(torch.utils.data.Dataset):
-    """Items ``{"index", "label", "ok", "pixels": {mode: uint8 (3, H, W)}}`` (+ ``"error"`` when not ok).
+    """Items ``{"index", "label", "ok", "sha256", "pixels": {mode: uint8 (3, H, W)}}`` (+ ``"error"`` when not ok);
+    ``sha256`` is the content hash of the bytes the image was decoded from (``""`` when unknown or unreadable), so
+    that a comparison with an earlier run pairs images by content, not only by id (:mod:`evaluate.baseline`).
 
     ``transforms`` maps a mode name ("release", "hf") to a callable PIL image -> uint8 tensor;
     a transform's ``output_shape`` attribute gives the shape of the zero tensor used for a bad
@@ -47,11 +49,12 @@ class EvalDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
-        item = {"index": i, "label": int(sample.label), "ok": True}
+        item = {"index": i, "label": int(sample.label), "ok": True, "sha256": ""}
         try:
             # Decoding and the RGB conversion are about the file; a failure there is a bad
             # image. The transforms run outside the try: an error there is a harness bug.
-            img = to_rgb(self.source.load_image(sample))
+            img, item["sha256"] = self.source.read_image(sample)
+            img = to_rgb(img)
         except DECODE_ERRORS as exc:
             item["ok"] = False
             # a file-system error (missing, a looping link, no permission) is "read"; the rest "decode"
@@ -72,7 +75,7 @@ def _output_shape(transform: Callable) -> tuple[int, ...]:
 
 def collate(batch: list[dict]) -> dict:
     """Stack items: index/label LongTensor, ok BoolTensor, pixels {mode: uint8 (B, 3, H, W)},
-    errors: the messages of the bad items in this batch."""
+    errors: the messages of the bad items in this batch, sha256: each item's content hash."""
     modes = batch[0]["pixels"].keys()
     return {
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
@@ -80,4 +83,5 @@ def collate(batch: list[dict]) -> dict:
         "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),
         "pixels": {m: torch.stack([b["pixels"][m] for b in batch]) for m in modes},
         "errors": [b["error"] for b in batch if not b["ok"]],
+        "sha256": [b.get("sha256", "") for b in batch],
     }

@@ -19,7 +19,7 @@ from cvt_port.variants import get_variant
 
 from cvt_port.atomic import locked
 
-from .allocation import launch_id, process_start_time
+from .allocation import launch_id, process_start_time, resolve_devices
 from .plan import DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, ReportSpec, RunSpec
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"
@@ -46,6 +46,7 @@ def demo_plan(data: DataSpec = DataSpec(), run: RunSpec | None = None, report: R
         run=run if run is not None else RunSpec(),
         report=dataclasses.replace(report, output=output),
     )
+    resolve_devices(plan.run)  # a device flag that contradicts srun/torchrun is refused before the conversion writes
     variant = get_variant(VARIANT)
     launch = launch_id()
     if launch is None:

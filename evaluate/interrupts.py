@@ -18,19 +18,31 @@ Outside the pass (loading, converting, writing) the CLI's handler (:func:`sigter
 :class:`Interrupted` at once, so ``finally`` blocks and temporary folders are cleaned up; inside the
 pass it only records the signal and leaves the stop to Lightning (the batch finishes, the strategy
 tears down in order).
+
+DataLoader workers get the same signal (``scancel`` signals every process of the step, Ctrl-C the whole
+foreground group) and may die of it before the main process's handler has run: the main process then
+sees ``RuntimeError: DataLoader worker ... exited unexpectedly``. :func:`interruption` reads such a death
+as the interruption it is: when the worker itself was ended by SIGTERM/SIGINT, or when this process
+received one within :data:`GRACE_S` seconds before or after (it waits that long for it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
+import time
 
 from cvt_port.errors import ExitStatus
 
 _in_pass = False  # the Lightning pass is running: Lightning's signal connector stops it
 _owner: int | None = None  # the process that installed the handler (DataLoader workers inherit it by fork)
+_received: tuple[signal.Signals, float] | None = None  # the last SIGTERM/SIGINT this process got, and when (monotonic)
+# the signals of one scancel or Ctrl-C reach a process and its DataLoader workers within milliseconds; a worker's
+# death is read as the interruption when this process got (or gets) a signal this close to it
+GRACE_S = 2.0
 
 
 class Interrupted(BaseException):
@@ -57,11 +69,55 @@ def lightning_pass():
         _in_pass = previous
 
 
+def _note(signum: int) -> None:
+    global _received
+    _received = (signal.Signals(signum), time.monotonic())
+
+
 def _on_sigterm(signum, frame) -> None:
     if os.getpid() != _owner:  # a forked DataLoader worker: end quietly, the main process reports
         raise SystemExit(128 + signum)
+    _note(signum)
     if not _in_pass:
         raise Interrupted(signum)
+
+
+def _sigint_noter(previous):
+    """SIGINT: noted (for :func:`interruption`), then handled as before (Python's KeyboardInterrupt)."""
+    def on_sigint(signum, frame) -> None:
+        if os.getpid() == _owner:
+            _note(signum)
+        if callable(previous):
+            previous(signum, frame)
+    return on_sigint
+
+
+# what torch says when a worker died: "... exited unexpectedly with exit code 143", "... is killed by signal: Terminated."
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid.*?\) (exited unexpectedly|is killed by signal)")
+_WORKER_CAUSE = {"exit code 143": signal.SIGTERM, "exit code 130": signal.SIGINT,
+                 "signal: Terminated": signal.SIGTERM, "signal: Interrupt": signal.SIGINT}
+
+
+def interruption(exc: BaseException, grace_s: float | None = None) -> Interrupted | None:
+    """The interruption ``exc`` is a consequence of, or None. A DataLoader worker that died is one when it died of
+    SIGTERM/SIGINT itself, or when this process received either within ``grace_s`` seconds (default
+    :data:`GRACE_S`) of the failure: it waits that long, letting the signal's handler run."""
+    if isinstance(exc, Interrupted):
+        return exc
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or not _WORKER_DIED.search(text):
+        return None
+    for cause, signum in _WORKER_CAUSE.items():
+        if cause in text:
+            return Interrupted(signum)
+    grace = GRACE_S if grace_s is None else grace_s
+    now = time.monotonic()
+    while True:
+        if _received is not None and _received[1] >= now - grace:
+            return Interrupted(_received[0])
+        if time.monotonic() >= now + grace:
+            return None
+        time.sleep(0.02)  # the main thread: a signal's Python handler runs between these sleeps
 
 
 @contextlib.contextmanager
@@ -74,7 +130,12 @@ def sigterm_raises():
     global _owner
     _owner = os.getpid()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if callable(previous_int):  # not where SIGINT is ignored (a background job)
+        signal.signal(signal.SIGINT, _sigint_noter(previous_int))
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if callable(previous_int):
+            signal.signal(signal.SIGINT, previous_int)

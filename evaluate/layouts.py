@@ -60,29 +60,20 @@ cannot be used, else naming the file, line, row or column whose content is wrong
 from __future__ import annotations
 
 import csv
-import errno
-import io
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image, ImageFile
+from PIL import Image
 
 from cvt_port.errors import BadInput, first_line
 
-from .plan import PlanError
-from .shards import looks_like_shards, read_shards
-
 from .class_labels import (  # noqa: F401  (class_index, LABEL_NUMBERINGS: part of this module's API)
     LABEL_NUMBERINGS, class_index, classlabel_translation, label_token, stated_numbering)
-
-# A truncated file is a bad image, not something to pad with grey (PIL's default is False too;
-# set it explicitly because any imported library may have flipped it). Set here, once: every image
-# of a run, file or dataset cell, is opened by this module's _open_image.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+from .image_bytes import decode_cell, read_file_image
+from .plan import PlanError
+from .shards import looks_like_shards, read_shards
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
@@ -124,9 +115,15 @@ class DataSource:
 
     def load_image(self, sample: Sample) -> Image.Image:
         """The decoded image (pixels loaded, so a corrupt file fails here); may raise."""
+        return self.read_image(sample)[0]
+
+    def read_image(self, sample: Sample) -> tuple[Image.Image, str]:
+        """The decoded image and the sha256 of the bytes it was decoded from (``""`` for a dataset cell that holds an
+        already decoded image): what identifies the image's content, whatever its id (a file name, ``row-<i>``).
+        The bytes are read once, hashed and decoded from memory; may raise."""
         if isinstance(sample.ref, str):
-            return _open_image(sample.ref)
-        return _decode_cell(self.dataset[sample.ref][self.image_column])
+            return read_file_image(sample.ref)
+        return decode_cell(self.dataset[sample.ref][self.image_column])
 
 
 def ilsvrc_val_number(image_id: str) -> int | None:
@@ -459,33 +456,6 @@ def _file_names(ds, img_col: str) -> list[str] | None:
     if any(not p for p in paths):
         return None
     return [re.split(r"[/\\]", p)[-1] for p in paths]
-
-
-def _decode_cell(value) -> Image.Image:
-    """A dataset cell (``{"bytes", "path"}``, raw bytes, a path, or a PIL image) as a loaded image."""
-    if isinstance(value, Image.Image):
-        value.load()
-        return value
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return _open_image(io.BytesIO(value["bytes"]))
-        if value.get("path"):
-            return _open_image(value["path"])
-        raise OSError("row has neither image bytes nor a path")
-    if isinstance(value, (bytes, bytearray)):
-        return _open_image(io.BytesIO(value))
-    if isinstance(value, str):
-        return _open_image(value)
-    raise OSError(f"cannot read an image from a {type(value).__name__}")
-
-
-def _open_image(src) -> Image.Image:
-    if isinstance(src, (str, Path)) and not stat.S_ISREG(os.stat(src).st_mode):
-        # a FIFO, socket or device named like an image: unreadable (opening a FIFO would block)
-        raise OSError(errno.EINVAL, "not a regular file", str(src))
-    img = Image.open(src)
-    img.load()  # decode now: a corrupt or truncated file must fail here, not later
-    return img
 
 
 # --------------------------------------------------------------------------- checks

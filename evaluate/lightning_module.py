@@ -44,7 +44,8 @@ from torchmetrics import MaxMetric, Metric, SumMetric
 from cvt_port.errors import BadInput, first_line
 
 from .dataset import collate
-from .interrupts import Interrupted
+from . import peers
+from .interrupts import Interrupted, interruption
 from .memory import chunked, out_of_memory
 from .models import Candidate
 from .numerics import float32_mode
@@ -172,6 +173,9 @@ class Fault:
             return Fault("interrupted", "SIGINT", rank)
         if isinstance(exc, SIGTERMException):
             return Fault("terminated", "SIGTERM", rank)
+        stopped = interruption(exc)  # a DataLoader worker that died of the same SIGTERM/SIGINT
+        if stopped is not None:
+            return Fault.from_exception(stopped, rank)
         return Fault("error", f"{type(exc).__name__}: {first_line(exc, 200)}", rank)
 
 
@@ -271,6 +275,7 @@ class EvalModule(L.LightningModule):
         self.stop_reading = threading.Event()
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
+        self._content: list[tuple[int, str]] = []  # (index, sha256 of the image's bytes)
         self._faults: list[Fault] = []
         self._error: BaseException | None = None
         self.decided = False
@@ -288,14 +293,17 @@ class EvalModule(L.LightningModule):
         self.decided = True
         fault = decide_faults(self._gather(self._faults))
         if fault is not None:
+            peers.stop()  # every rank leaves the pass now: one that exits first has not died
             own = self._error if fault.rank == self.global_rank else None
             raise fault_exception(fault) from own  # this rank's own traceback stays chained
 
     # -- the pass ------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._rows, self._bad_messages, self._faults, self._error = [], [], [], None
+        self._content = []
         self.decided = False
         self.stop_reading.clear()
+        peers.start()  # a process of the launch that dies during the pass is noticed in seconds (evaluate.peers)
         self._t0 = time.perf_counter()
         self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
 
@@ -328,6 +336,9 @@ class EvalModule(L.LightningModule):
     def _step(self, batch: dict) -> None:
         ok, labels, index = batch["ok"], batch["label"], batch["index"]  # on the host
         pixels, target = batch["pixels"], batch.get("label_on_device", labels)
+        # each image's content hash (the bytes it was decoded from), for predictions.csv and --baseline
+        self._content.extend((i, h) for i, h, good in zip(index.tolist(), batch.get("sha256") or (), ok.tolist())
+                             if good and h)
         if not bool(ok.all()):
             if not self.skip_bad_images:
                 raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to count and skip bad images")
@@ -373,8 +384,9 @@ class EvalModule(L.LightningModule):
         self.decide()  # every rank gets here (no rank raised in a step): faults first, then the figures
         # steady state: after each rank's first batch (kernel selection, torch.compile, worker warm-up)
         firsts = self._gather([(self._n_first, now - self._t_first if self._t_first else 0.0)])
-        rows, bad = self._gather(self._rows), self._gather(self._bad_messages)
+        rows, bad, content = self._gather(self._rows), self._gather(self._bad_messages), self._gather(self._content)
         rows.sort(key=lambda r: r[0])
+        peers.stop()  # the last collectives of the pass are behind; the metrics' syncs come next
         with warnings.catch_warnings():  # a rank without images computes too: it takes part in the sync
             warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
             results, count = self._compute()
@@ -385,6 +397,7 @@ class EvalModule(L.LightningModule):
             "models": results,
             "rows": rows,
             "bad_images": sorted(bad),
+            "content": dict(content),  # index -> sha256 of the image's bytes (images whose bytes were read)
             "elapsed_s": max(self._gather([elapsed])),
             "first_batch_images": sum(n for n, _ in firsts),
             "steady_s": max(t for _, t in firsts),
@@ -439,7 +452,10 @@ class EvalModule(L.LightningModule):
         if not _distributed() or dist.get_world_size() == 1:
             return list(items)
         out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, list(items))
+        try:
+            dist.all_gather_object(out, list(items))
+        except RuntimeError as exc:  # gloo/NCCL: a peer died or did not answer within the group's timeout
+            raise peers.collective_failed(exc) from None
         return [x for part in out for x in part]
 
 

@@ -5,7 +5,7 @@ Why: an evaluation holds every candidate's weights on the device at once but run
 the other, so its peak is the weights plus the largest single model's activations for one batch (in
 inference mode nothing is kept for a backward pass). The activations grow linearly with the batch and,
 with einsum attention, quadratically with the token count: W24 at 384 with a batch of 64 needs about
-47 GiB for the converted model and 32 GiB for the original in float32 (README, "Memory"). A batch that
+47 GiB for the converted model and 32 GiB for the original in float32 (docs/evaluate.md, "Memory"). A batch that
 does not fit is a setting, not a bug: every rank reports the same one line (exit 2) through the fault
 exchange of :mod:`evaluate.lightning_module`.
 """

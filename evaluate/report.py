@@ -20,7 +20,7 @@ from cvt_port.outputs import check_output_folder
 from cvt_port.provenance import LIBRARIES, library_versions
 
 from . import baseline as baseline_
-from .gate import Check, baseline_check, gate_checks, verdict
+from .gate import Check, verdict
 from .plan import PlanError
 from .real_labels import real_labels_for
 from .result import RunFacts
@@ -51,20 +51,18 @@ def real_top1(rows, image_ids, name: str) -> float | None:
 
 
 def build_record(*, results: dict, primary: str, reference: str | None, run: RunFacts, variant, image_ids,
-                 full: bool, image_processor: dict | None = None, provenance: dict | None = None,
-                 baseline: baseline_.Baseline | None = None) -> dict:
-    """The flat record. ``run`` carries the settings (model, data, precision, devices, ...); ``provenance`` what
-    made the run (:func:`cvt_port.provenance.run_provenance`); ``baseline`` an earlier run's reports to compare
-    with (adds the ``baseline`` section and check)."""
+                 full: bool, checks: list[Check], image_processor: dict | None = None, provenance: dict | None = None,
+                 baseline: baseline_.Baseline | None = None, against: dict | None = None) -> dict:
+    """The flat record: it formats what was measured and judged, and decides nothing. ``checks`` are the gate's
+    (:func:`evaluate.gate.judge`); ``run`` carries the settings (model, data, precision, devices, ...);
+    ``provenance`` what made the run (:func:`cvt_port.provenance.run_provenance`); ``baseline`` an earlier run's
+    reports and ``against`` this run's comparison with them (:func:`evaluate.baseline.compare`; adds the
+    ``baseline`` section)."""
     models = results["models"]
     p = models[primary]
     ref = models.get(reference) if reference else None
     n = p.count
     rows = results["rows"]
-    checks: list[Check] = gate_checks(p, ref, variant, n, full)
-    against = baseline_.compare(baseline, rows, image_ids, primary) if baseline is not None else None
-    if against is not None:
-        checks.append(baseline_check(against, variant))
     cmp = compare(rows, image_ids, primary, reference) if ref else None
     lo, hi = wilson_interval(round(p.top1 * n / 100), n, 0.95)
     elapsed = results["elapsed_s"]
@@ -109,8 +107,8 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         ],
     }
     if against is not None:
-        against["environment_differences"] = baseline_.environment_differences(baseline.record, record)
-        record["baseline"] = against
+        record["baseline"] = {**against, "environment_differences": baseline_.environment_differences(baseline.record,
+                                                                                                      record)}
     return record
 
 
@@ -174,11 +172,14 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
     check_output(output)
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
+    # the last column: the sha256 of the bytes each image was decoded from (empty where none were read), so that
+    # a later --baseline pairs images by content as well as by id (evaluate.baseline)
+    content = results.get("content") or {}
     lines = [["image_id", "label", *[f"pred{i + 1}" for i in range(k)], *(["reference_top1"] if reference else []),
-              *[f"{n}_top1" for n in others]]]
+              *[f"{n}_top1" for n in others], baseline_.CONTENT_COLUMN]]
     for idx, label, top in results["rows"]:
         lines.append([image_ids[idx], label, *top[primary], *([top[reference][0]] if reference else []),
-                      *[top[n][0] for n in others]])
+                      *[top[n][0] for n in others], content.get(idx, "")])
     counts = [0] * len(class_names)
     for _, label, _ in results["rows"]:
         counts[label] += 1

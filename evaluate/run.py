@@ -11,9 +11,10 @@ from pathlib import Path
 
 from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, weights_provenance
 
-from .baseline import check_same_images, read_baseline
-from .candidates import build_candidates, tune_models
+from .baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
 from .cache_inputs import run_inputs
+from .candidates import build_candidates, tune_models
+from .gate import judge
 from .inputs import build_transforms, num_classes, prepare_data
 from .models import inspect_folder, resolve_variant
 from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode, hardware_facts, override_warnings,
@@ -57,6 +58,7 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     check_shipped_data(s.image_id for s in inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(inputs.samples))
+        check_same_labels(baseline, inputs.samples, str(d.source), inputs.source.layout)
     candidates = build_candidates(m, plan.modes, folder, variant)
     variant = candidates.variant
     transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
@@ -87,12 +89,17 @@ def run_plan(plan: EvalPlan) -> EvalResult:
     facts = run_facts(plan, trainer, inputs, m.model, variant, folder.config, heads, overrides)
     full = (not inputs.is_subset and variant is not None
             and results["models"][primary].count == variant.reference.get("num_samples"))
+    against = None
+    if baseline is not None:  # the same images by content too (their bytes are known now), then image by image
+        check_same_content(baseline, results["content"], image_ids, str(d.source), inputs.source.layout)
+        against = compare(baseline, results["rows"], image_ids, primary)
+    checks = judge(results, primary, reference, variant, full, against)  # the verdict's own step
     hf_transform = transforms.get("hf")
     record = build_record(results=results, primary=primary, reference=reference, run=facts,
-                          variant=variant, image_ids=image_ids, full=full,
+                          variant=variant, image_ids=image_ids, full=full, checks=checks,
                           image_processor=hf_transform.describe() if hf_transform is not None else None,
                           provenance=run_provenance(plan.report.command, started, weights.result()),
-                          baseline=baseline)
+                          baseline=baseline, against=against)
     record["streaming"], record["data_revision"] = d.streaming, d.revision
     output = Path(plan.report.output) if plan.report.output is not None else None
 
@@ -176,12 +183,17 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
             if not (dist.is_available() and dist.is_initialized()):
                 raise
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from .peers import collective_failed
+
         box = [error]
-        dist.broadcast_object_list(box, src=0)
-        error = box[0]
-        # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
-        # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
-        dist.barrier()
+        try:
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+            # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
+            # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
+            dist.barrier()
+        except RuntimeError as exc:  # a peer died (evaluate.peers): one line, exit 3
+            raise collective_failed(exc) from None
         dist.destroy_process_group()
     if error is not None:
         kind, message = error
@@ -224,7 +236,7 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
     return facts
 
 
-def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
     from .allocation import read_allocation
 
@@ -233,10 +245,11 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[st
     variant = resolve_variant(plan.models.config, folder)
     inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
     transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
-    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc, overwrite)
 
 
-def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc) -> tuple[Path, int, list[str]]:
+def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc,
+                   overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """The cache of these images under these transforms. Under srun or torchrun (``alloc``) every process decodes
     its share and one assembles the cache (:mod:`evaluate.cache_parts`); the data flags are recorded with it, so
     that runs with the same flags take its image list instead of walking the data."""
@@ -247,5 +260,5 @@ def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, al
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images,
                       rank=alloc.rank if alloc else 0, world_size=alloc.world_size if alloc else 1, launch=launch_id(),
-                      selection=selection(plan.data, inputs))
+                      selection=selection(plan.data, inputs), overwrite=overwrite)
     return out, len(inputs.samples), list(transforms)

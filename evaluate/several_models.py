@@ -152,6 +152,7 @@ def member_results(results: dict, m: Member) -> dict:
 def run_many(plan: EvalPlan) -> ManyEvalResult:
     """Evaluate every model of ``plan.models.entries`` in one pass (see the module docstring)."""
     from .dataset import EvalDataset
+    from .gate import judge
     from .lightning_module import EvalDataModule, EvalModule
     from .numerics import autocast_dtype, env_overrides, float32_head, float32_mode, override_warnings
     from .preflight import check_shipped_data
@@ -208,8 +209,9 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
         full = (not inputs.is_subset and m.variant is not None
                 and view["models"][primary].count == m.variant.reference.get("num_samples"))
         hf = transforms.get(m.keys.get("hf", ""))
+        checks = judge(view, primary, None, m.variant, full)
         record = build_record(results=view, primary=primary, reference=None, run=facts, variant=m.variant,
-                              image_ids=image_ids, full=full, image_processor=hf.describe() if hf is not None else None,
+                              image_ids=image_ids, full=full, checks=checks, image_processor=hf.describe() if hf is not None else None,
                               provenance=run_provenance(plan.report.command, started, weighed.result()))
         record["streaming"], record["data_revision"] = d.streaming, d.revision  # as evaluate.run.run_plan adds them
         predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
@@ -227,14 +229,14 @@ def run_many(plan: EvalPlan) -> ManyEvalResult:
     return ManyEvalResult(record, tuple(runs), tuple(m.name for m in members), output)
 
 
-def build_many_cache(plan: EvalPlan, cache_dir: Path) -> tuple[Path, int, list[str]]:
+def build_many_cache(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """``cache build`` for a several-models plan: one cache holding every distinct preprocessing."""
     from .allocation import read_allocation
     from .run import build_cache_of
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
     _, inputs, _, transforms, _ = prepare(plan)
-    return build_cache_of(plan, cache_dir, inputs, transforms, alloc)
+    return build_cache_of(plan, cache_dir, inputs, transforms, alloc, overwrite)
 
 
 # ------------------------------------------------------------------------------------------------ reports

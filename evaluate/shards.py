@@ -23,8 +23,14 @@ is the member name up to the first dot of its last path part. Per key:
 
 A damaged or hostile shard is bad input naming the shard and member: not a plain (uncompressed) tar,
 truncated, a member with an absolute or ``..`` name, a link, device or sparse member, a member larger than
-:data:`MAX_MEMBER_BYTES`, a label member larger than :data:`MAX_LABEL_BYTES`, a key used twice, a sample
-without image or label. Nothing is ever written to disk.
+:data:`MAX_MEMBER_BYTES`, a label member larger than :data:`MAX_LABEL_BYTES`, a key used twice (a member
+repeated, a key whose members are not together, a key in two shards: which image goes with which label
+would be a guess), a field starting with ``__`` (WebDataset's ``__key__``/``__url__``), a sample without
+image or label. Nothing is ever written to disk.
+
+Hidden members, whose last path part starts with ``.`` or ``__`` (``__meta__.json``), are passed over:
+``datasets``' tar reader, which ``--streaming`` reads the images with, skips them, and the loaded and the
+streamed reading must see the same samples.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path, PurePosixPath
 
 from cvt_port.errors import BadInput
@@ -162,6 +169,7 @@ class ShardEntry:
     image_field: str | None = None
     cls: bytes | None = None
     json: bytes | None = None
+    fields: set = dataclass_field(default_factory=set)  # the member fields seen: each once
 
 
 def split_key(name: str) -> tuple[str, str] | None:
@@ -210,8 +218,8 @@ def index_shard(shard: str | Path, fileobj=None) -> list[ShardEntry]:
                     continue
                 if size is not None and info.offset_data + info.size > size:
                     raise BadInput(f"{shard}: truncated inside member '{info.name}'")
-                if PurePosixPath(info.name).name.startswith("."):
-                    continue
+                if PurePosixPath(info.name).name.startswith((".", "__")):
+                    continue  # hidden, as datasets' tar reader (the streamed reading) has them
                 parts = split_key(info.name)
                 if parts is None:
                     continue
@@ -220,6 +228,9 @@ def index_shard(shard: str | Path, fileobj=None) -> list[ShardEntry]:
                 if entry is None:
                     entry = entries[key] = ShardEntry(key)
                     order.append(key)
+                elif key != order[-1]:
+                    raise BadInput(f"{shard} key '{key}': member '{info.name}' comes after other keys' members; a "
+                                   "key is used once, its members together (rewrite the shard)")
                 _add_field(shard, tar, info, entry, field)
         except BadInput:
             raise
@@ -233,6 +244,13 @@ def index_shard(shard: str | Path, fileobj=None) -> list[ShardEntry]:
 
 
 def _add_field(shard: str, tar: tarfile.TarFile, info: tarfile.TarInfo, entry: ShardEntry, field: str) -> None:
+    if field.startswith("__"):  # would overwrite the streamed sample's own __key__/__url__
+        raise BadInput(f"{shard} key '{entry.key}': member '{info.name}' has a field starting with '__', which "
+                       "WebDataset reserves (__key__, __url__); rename or drop it")
+    if field in entry.fields:
+        raise BadInput(f"{shard} key '{entry.key}': member '{info.name}' is there twice; a key is used once, each "
+                       "member once (rewrite the shard)")
+    entry.fields.add(field)
     lowered = field.lower()
     if lowered in IMAGE_FIELDS:
         if entry.image is not None:
@@ -309,9 +327,13 @@ class ShardImages:
 
 def shard_samples(indexed: list[tuple[str, list[ShardEntry]]], label2id, numbering):
     """(rows, members): one (image id, label) per key with an image, in shard order, and where its image is."""
-    samples, members, seen = [], [], {}
+    samples, members, seen, keys = [], [], {}, {}
     for shard, entries in indexed:
         for e in entries:
+            if e.key in keys:
+                raise BadInput(f"{keys[e.key]} key '{e.key}': is used again in {shard}; a key is used once in all "
+                               "the shards (rewrite them)")
+            keys[e.key] = shard
             if e.image is None:
                 raise BadInput(f"{shard} key '{e.key}': has no {'/'.join(IMAGE_FIELDS)} member (its image)")
             if e.image.name in seen:

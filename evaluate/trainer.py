@@ -5,12 +5,14 @@ the pass as :class:`~evaluate.interrupts.Interrupted` (see :mod:`evaluate.interr
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import tempfile
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
@@ -18,8 +20,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cvt_port.errors import first_line
 
-from .allocation import resolve_devices
-from .interrupts import Interrupted, lightning_pass
+from .allocation import Allocation, read_allocation, resolve_devices
+from .interrupts import Interrupted, interruption, lightning_pass
 from .memory import OutOfMemory, is_out_of_memory
 from .plan import PlanError, ReportSpec, RunSpec
 from .progress import progress_bar
@@ -44,6 +46,8 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
     srun or torchrun started (:mod:`evaluate.allocation`, which also fills in ``devices="auto"``), and a
     logger whose package is missing or whose folder cannot be written."""
     devices, num_nodes = resolve_devices(spec)
+    alloc = read_allocation()
+    plugins = [SLURMStepEnvironment(alloc)] if alloc is not None and alloc.launcher == "slurm" else []
     loggers = make_loggers(report.loggers, Path(report.log_dir)) if report is not None else []
     try:
         trainer = L.Trainer(
@@ -58,11 +62,64 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
             use_distributed_sampler=False,  # ShardSampler: every image exactly once
             inference_mode=True,
             callbacks=[_ExceptionRecorder(), progress_bar()],  # progress_bar: images/s and time left
+            plugins=plugins or None,
         )
     except Exception as exc:  # MisconfigurationException, ValueError, RuntimeError from Lightning's checks
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
     refuse_unsupported(trainer, spec)
+    _sigterm_without_collective(trainer)
     return trainer
+
+
+def _sigterm_without_collective(trainer: L.Trainer) -> None:
+    """Lightning 2.6's SIGTERM handler calls ``dist.broadcast`` from inside the signal handler, meant to pair with
+    the per-step broadcast of its training loop. A validation pass has no such broadcast: on a rank whose
+    handler runs while another rank is in a collective of its own (our fault exchange, a metric's sync), or gets
+    no signal at all, the two collectives mismatch and the launch hangs. The fault exchange at the end of the pass
+    already ends every rank with the signal (:mod:`evaluate.lightning_module`), so the notifier here only sets the
+    flag (and stops the processes Lightning itself started, as Lightning's does). Replaced on the instance: the
+    connector registers ``self._sigterm_notifier_fn`` when the pass starts."""
+    connector = trainer._signal_connector
+
+    def notify(signum, frame) -> None:
+        launcher = trainer.strategy.launcher
+        if not connector.received_sigterm and launcher is not None:
+            launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
+
+
+class SLURMStepEnvironment(SLURMEnvironment):
+    """Lightning's SLURM environment, sized by the job step this process is a task of (:mod:`evaluate.allocation`).
+
+    Lightning's own reads the job's ``SLURM_NTASKS_PER_NODE`` (a step ``srun --ntasks=2`` in an ``sbatch
+    --ntasks-per-node=4`` job would have to claim ``devices=4``) and ignores SLURM altogether in a job named
+    ``bash``/``interactive``, where every task of ``srun bash -c ...`` would then run the whole evaluation alone.
+    Given explicitly, this one makes the step's tasks one job in both cases; the checks against the flags were made
+    by :func:`evaluate.allocation.resolve_devices`."""
+
+    def __init__(self, alloc: Allocation):
+        self.alloc = alloc
+        super().__init__()
+
+    @staticmethod
+    def _validate_srun_variables() -> None:  # the step's variables were checked by read_allocation
+        return None
+
+    def world_size(self) -> int:
+        return self.alloc.world_size
+
+    @property
+    def main_address(self) -> str:
+        if "MASTER_ADDR" not in os.environ and "SLURM_STEP_NODELIST" in os.environ:  # the step's first node
+            os.environ["MASTER_ADDR"] = self.resolve_root_node_address(os.environ["SLURM_STEP_NODELIST"])
+        return super().main_address
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        if (num_devices, num_nodes) != (self.alloc.per_node, self.alloc.nodes):
+            raise ValueError(f"devices={num_devices}, num_nodes={num_nodes} do not match the SLURM step's "
+                             f"{self.alloc.per_node} task(s) per node on {self.alloc.nodes} node(s)")
 
 
 # logger -> (the packages that can serve it, the one to install)
@@ -147,12 +204,19 @@ def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.
             # a DataLoader worker killed by the same SIGTERM fails the pass before Lightning's check
             if trainer.received_sigterm:
                 raise Interrupted(signal.SIGTERM) from None
+            stopped = interruption(exc)  # ... or before this process's own handler ran (evaluate.interrupts)
+            if stopped is not None:
+                raise stopped from None
             if is_out_of_memory(exc):  # outside a step (a step's own is a fault): moving the models to the device
                 raise OutOfMemory(f"out of memory on {trainer.strategy.root_device} before the first batch, while the "
                                   "models were put on the device: their weights alone do not fit; use a device with "
                                   "more memory, or evaluate fewer models at once (models.with_stock, "
                                   "models.reference)") from None
             raise
+        finally:
+            from . import peers
+
+            peers.stop()  # the pass is over: what fails later fails in a collective (evaluate.peers)
     if trainer.received_sigterm:  # during the last batch Lightning lets the pass finish: still no verdict
         raise Interrupted(signal.SIGTERM)
     return dict(logged[0]) if logged else {}
@@ -164,4 +228,7 @@ def cluster_environment(trainer: L.Trainer) -> str | None:
     env = getattr(trainer.strategy, "cluster_environment", None)
     if env is None:
         env = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
-    return type(env).__name__ if env is not None else None
+    if env is None:
+        return None
+    # Lightning's class (the step-sized SLURMStepEnvironment is recorded as the SLURMEnvironment it refines)
+    return next(c.__name__ for c in type(env).__mro__ if c.__module__.startswith("lightning"))

@@ -1,24 +1,20 @@
-"""Shared fixtures: original-format checkpoints the tests make themselves (random, seeded)."""
+"""Shared fixtures: original-format checkpoints the tests make themselves (random, seeded: :mod:`synthetic`)."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # synthetic/ and benchmarks/ are not installed: they are imported from the checkout
+    sys.path.append(str(REPO))  # (appended: an installed cvt_port or evaluate still comes first)
 
-from cvt_port.reference import OriginalCvT, randomize_  # noqa: E402
-from cvt_port.variants import get_variant  # noqa: E402
-
-
-def save_release_checkpoint(variant_name: str, path, seed: int = 0) -> OriginalCvT:
-    """A randomly initialised reference model saved exactly as the release files are (plain state dict)."""
-    model = randomize_(OriginalCvT(get_variant(variant_name).architecture), seed=seed).eval()
-    torch.save(model.state_dict(), path)
-    return model
+from synthetic.checkpoints import save_release_checkpoint  # noqa: E402,F401  (the tests import it from here)
 
 
 @pytest.fixture(scope="session")

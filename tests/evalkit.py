@@ -29,8 +29,9 @@ from PIL import Image
 
 import cvt_port
 from cvt_port.labels import imagenet_wnids
-from cvt_port.reference import OriginalCvT, randomize_
+from cvt_port.reference import OriginalCvT
 from cvt_port.variants import TESTING_CONFIGS_DIR, load_variant_file
+from synthetic.checkpoints import random_reference, save_state
 
 CLASSES = [100 * i for i in range(10)]  # ImageNet class indices the colours stand for
 PALETTE = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200), (40, 210, 210),
@@ -78,14 +79,9 @@ def make_tiny_model(root: Path, seed: int = 0) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     cfg = TESTING_CONFIGS_DIR / "tiny-imagenet.yaml"
     variant = load_variant_file(cfg)
-    model = randomize_(OriginalCvT(variant.architecture), seed=seed).eval()
-    with torch.no_grad():  # weights 5x randomize_'s (0.1 instead of 0.02): the image, not the biases, decides the
-        for name, p in model.named_parameters():  # features, and the head needs no large gain (logits stay O(10))
-            if p.ndim >= 2 and not name.startswith("head"):
-                p.mul_(5)
+    model = random_reference(variant, seed, image_dependent=True)  # the image, not the biases, decides the features
     _fit_colour_head(model, variant)
-    pth = root / "tiny.pth"
-    torch.save(model.state_dict(), pth)
+    pth = save_state(model, root / "tiny.pth")
     hf = cvt_port.convert(pth, root / "hf", variant=cfg, log=lambda m: None)
     return {"yaml": cfg, "pth": pth, "hf": hf, "reference": model}
 

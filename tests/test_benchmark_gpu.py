@@ -1,25 +1,24 @@
-"""benchmarks/gpu.py, the prepared GPU check of issue 12: `python -m benchmarks gpu --smoke` runs its whole code
-path on the CPU (the tiny CvT, generated photos, the product's run_plan from JPEG and from the cache, the
-original model as reference) and prints one table with a row per model and setting and every column filled:
-numbers where a CPU can measure them, "-" where it cannot (GPU memory, CUDA synchronisations). No assertion
-on any time: figures must be finite; exactness figures must hold."""
+"""benchmarks/gpu.py, the prepared GPU check of issue 12: its smoke mode runs its whole code path on the CPU (the
+tiny CvT, generated photos, the product's run_plan from JPEG and from the cache, the original model as reference)
+and gives one table with a row per model and setting and every column filled: numbers where a CPU can measure
+them, "-" where it cannot (GPU memory, CUDA synchronisations). The check runs in this process (it times no
+process of its own); its command line, ``python -m benchmarks gpu``, runs here too, with a spent budget. No
+assertion on any time: figures must be finite; exactness figures must hold."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from benchkit import one_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # benchmarks/ is not installed: it runs from the checkout
-    sys.path.insert(0, str(REPO))
-from benchmarks import gpu  # noqa: E402
+from benchmarks import cli, gpu, gpu_runs, suite  # noqa: E402  (benchmarks/ runs from the checkout: see conftest)
 from benchmarks.workspace import Plan  # noqa: E402
 
 SETTINGS = ["fp32", "tf32", "bf16", "sdpa", "compile"]
@@ -31,31 +30,22 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _bench(*args, timeout=600):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "benchmarks", "gpu", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gpu-bench")
-    out = tmp / "gpu.json"
-    proc = _bench("--smoke", "--workdir", tmp / "work", "--output", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
-    return proc, results, {c["setting"]: c for c in results["sections"][gpu.KEY]["cells"]}
+    """(results, cells by setting) of the smoke mode (``python -m benchmarks gpu --smoke``, in this process)."""
+    work = tmp_path_factory.mktemp("gpu-bench")
+    with one_torch_thread():
+        results = suite.run_benchmarks(["gpu"], Plan.make(tiny=True), work / "absent", work, ["test"])
+    return results, {c["setting"]: c for c in results["sections"][gpu.KEY]["cells"]}
 
 
-def test_smoke_prints_one_table_with_a_row_per_setting_and_every_column(smoke):
-    proc, r, _ = smoke
-    lines = proc.stdout.splitlines()
-    header = next(i for i, ln in enumerate(lines) if ln.startswith("#") and "figures" in ln)
-    assert sum(1 for ln in lines if ln.startswith("#") and "figures" in ln) == 1  # one table
-    body = [ln for ln in lines[header + 2:] if " | " in ln]
+def test_smoke_has_one_table_with_a_row_per_setting_and_every_column(smoke):
+    r, _ = smoke
+    lines = r["table_text"].splitlines()
+    assert lines[0].startswith("#") and "figures" in lines[0]
+    body = lines[2:]
     assert [ln.split(" | ")[1].split()[1] for ln in body] == SETTINGS
     assert all(ln.split(" | ")[1].startswith("tiny-imagenet-64 ") and "(CPU smoke)" in ln for ln in body)
-    assert r["table_text"] in proc.stdout and "results: " in proc.stdout
     for ln in body[:-1]:
         figures = ln.split(" | ")[2]
         for column in ("bare ", "JPEG ", "cache ", "img/s", "max|dlogit| ", "agree ", "peak ", "syncs/step "):
@@ -68,7 +58,7 @@ def test_smoke_prints_one_table_with_a_row_per_setting_and_every_column(smoke):
 
 
 def test_every_cell_has_finite_figures_from_the_product_run_path(smoke):
-    _, r, cells = smoke
+    r, cells = smoke
     s = r["sections"][gpu.KEY]
     assert r["benchmarks"] == ["gpu"] and s["sizes"]["smoke"] is True and s["device"] == "cpu"
     assert list(cells) == SETTINGS
@@ -94,7 +84,7 @@ def test_every_cell_has_finite_figures_from_the_product_run_path(smoke):
 
 
 def test_converted_vs_reference_under_each_numerics_policy(smoke):
-    _, _, cells = smoke
+    _, cells = smoke
     diff = {n: cells[n]["reference"]["max_abs_logit_diff"] for n in MEASURED}
     agree = {n: cells[n]["reference"]["agreement"] for n in MEASURED}
     # float32 on the CPU: the conversion is exact; TF32 does not exist on a CPU, so the same
@@ -130,18 +120,18 @@ def test_sync_counter_counts_synchronisations_inside_evaluation_steps_only(monke
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with gpu.SyncCounter(True, within=gpu.STEP_FRAMES) as counter:
+        with gpu_runs.SyncCounter(True, within=gpu_runs.STEP_FRAMES) as counter:
             sync()  # outside a step: model loading, the epoch's end
             for _ in range(3):
                 _evaluation_step()
             warnings.warn("something else", UserWarning)
-        with gpu.SyncCounter(True) as everything:
+        with gpu_runs.SyncCounter(True) as everything:
             sync()
             _evaluation_step()
     assert counter.count == 6 and everything.count == 3
     assert [str(w.message) for w in seen] == ["something else"]  # sync warnings counted, not shown
     assert modes == ["warn", 0, "warn", 0]  # debug mode on while counting, restored after
-    assert gpu.SyncCounter(False).count is None  # off CUDA: not measurable, said as None
+    assert gpu_runs.SyncCounter(False).count is None  # off CUDA: not measurable, said as None
 
 
 def test_the_gpu_plan_covers_both_variants_every_setting_and_a_budget():
@@ -153,14 +143,25 @@ def test_the_gpu_plan_covers_both_variants_every_setting_and_a_budget():
     assert gpu.Sizes.make(Plan.make(budget_s=100), cuda=True, plan_dir=Path("/x")).budget_s == 100
 
 
-def test_a_spent_budget_skips_cells_and_says_so(tmp_path):
-    """(and the check needs no photos: a lent GPU machine has no ../shared/data)"""
+def test_the_command_line_with_a_spent_budget_skips_cells_says_so_and_cleans_up(tmp_path, capsys):
+    """``python -m benchmarks gpu`` (gpu_check.sh's command; in this process): the table on stdout, results.json
+    written, the work folder removed; and the check needs no photos (a lent GPU machine has no ../shared/data)."""
     out = tmp_path / "gpu.json"
-    proc = _bench("--smoke", "--budget-s", "0", "--photos", tmp_path / "absent", "--workdir", tmp_path,
-                  "--output", out, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    cells = json.loads(out.read_text())["sections"][gpu.KEY]["cells"]
+    rc = cli.main(["gpu", "--smoke", "--budget-s", "0", "--photos", str(tmp_path / "absent"), "--workdir",
+                   str(tmp_path / "work"), "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    r = json.loads(out.read_text())
+    cells = r["sections"][gpu.KEY]["cells"]
     assert [c["setting"] for c in cells] == SETTINGS
     assert all(c["skipped"].startswith("budget") for c in cells[:-1]) and "smoke" in cells[-1]["skipped"]
-    assert proc.stdout.count("skipped: budget") == len(MEASURED)
-    assert "img/s" not in proc.stdout.split("note:")[0]  # nothing was measured
+    assert r["table_text"] in stdout and f"results: {out}" in stdout
+    assert stdout.count("skipped: budget") == len(MEASURED)
+    assert "img/s" not in stdout.split("note:")[0]  # nothing was measured
+    assert list((tmp_path / "work").iterdir()) == [], "the work folder was not removed"
+
+
+def test_the_gpu_module_runs_alone_as_a_process():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--bogus"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "python -m benchmarks.gpu" in proc.stderr and "--bogus" in proc.stderr

@@ -110,7 +110,7 @@ def test_the_build_leaves_only_the_cache_folder(built):
     assert sorted(p.name for p in built.parent.iterdir()) == [built.name]
     assert sorted(p.name for p in built.iterdir()) == sorted(
         ["manifest.json", "pixels-release.npy", "pixels-hf.npy", "labels.npy", "ok.npy", "errors.json", "image_ids.txt",
-         "crc32-release.npy", "crc32-hf.npy", "sources.npy"])
+         "crc32-release.npy", "crc32-hf.npy", "sources.npy", "content-sha256.npy"])
     assert isinstance(np.load(built / "pixels-hf.npy", mmap_mode="r"), np.memmap)
 
 
@@ -189,7 +189,7 @@ def test_missing_or_corrupt_cache_is_bad_input(built, data, transforms, tmp_path
         open_cache(broken, data.samples, transforms)
     # a right manifest whose pixel file is gone
     (broken / MANIFEST).write_text((built / MANIFEST).read_text())
-    for name in ("labels.npy", "ok.npy", "errors.json"):
+    for name in ("labels.npy", "ok.npy", "errors.json", "content-sha256.npy"):
         (broken / name).write_bytes((built / name).read_bytes())
     with pytest.raises(BadInput, match="image_ids.txt, sources.npy damaged or missing"):
         open_cache(broken, data.samples, transforms)

@@ -69,7 +69,9 @@ def test_srun_tasks_make_one_job_with_devices_auto(launched):
     trainer = make_trainer(RunSpec(accelerator="cpu"))
     assert (trainer.world_size, trainer.num_nodes, trainer.num_devices) == (4, 2, 2)
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (3, 1, 1)
-    assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
 
 
 def test_torchrun_processes_make_one_job_with_devices_auto(launched):

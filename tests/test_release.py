@@ -199,6 +199,21 @@ def test_a_not_made_run_uploads_nothing_and_leaves_the_card_byte_identical(model
     assert hub.calls == [] and sha(model / "README.md") == card
 
 
+def test_a_baseline_check_alone_makes_no_gate_and_no_release(model, tmp_path, monkeypatch):
+    """Issue 19.2: ``--subset 1 --baseline b1 --update-card`` passed on the baseline check alone (made at any number
+    of images) and rewrote the card with "top-1 100.0". The accuracy checks were not made: not made, no release."""
+    hub = Hub(monkeypatch)
+    card = sha(model / "README.md")
+    evaluate_model(model=model, data=DATA, config=VARIANT, subset=1, output=tmp_path / "b1", **CPU)
+    result = evaluate_model(model=model, data=DATA, config=VARIANT, subset=1, output=tmp_path / "out",
+                            baseline=tmp_path / "b1", update_card=True, push_to_hub=REPO, **CPU)
+    status = {c["name"]: c["status"] for c in result.checks}
+    assert status == {"reference_top1": "not made", "agreement": "not made", "recorded_top1": "not made",
+                      "baseline": "pass"}
+    assert result.verdict == "not made" and result.exit_status == 3 and result.num_samples == 1
+    assert hub.calls == [] and sha(model / "README.md") == card
+
+
 @pytest.mark.parametrize("stop, status", [(Interrupted(signal.SIGTERM), 143), (KeyboardInterrupt(), 130),
                                           (ZeroDivisionError("bug"), 4)])
 def test_an_interrupted_or_broken_run_uploads_nothing_and_leaves_the_card(model, tmp_path, monkeypatch, stop, status):

@@ -80,7 +80,9 @@ BAD_VALUES = [
     ("min_agreement: 0.999", "min_agreement: 99.9", "gate.min_agreement", "a fraction in (0, 1]"),
     ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: 0", "gate.detectable_drop", "> 0"),
     ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: '1'", "gate.detectable_drop", "'1'"),
-    ("min_agreement: 0.999", "min_agreement: 0.999, power: 1", "gate.power", "allowed in 'gate'"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, power: 1", "gate.power", "from 0.5 to 1, exclusive"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, alpha: 0", "gate.alpha", "a probability in (0, 0.5)"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, powr: 0.9", "gate.powr", "allowed in 'gate'"),
     ("crop_pct: 0.875", 'crop_pct: "0.875"', "preprocessing.crop_pct", "'0.875': must be a number in (0, 1]"),
     ("crop_pct: 0.875", "crop_pct: 1.5", "preprocessing.crop_pct", "(0, 1]"),
     ("crop_pct: 0.875", "crop_pct: .nan", "preprocessing.crop_pct", "(0, 1]"),
@@ -134,19 +136,23 @@ def test_a_file_that_is_not_yaml_or_not_a_mapping(tmp_path):
             load_variant_file(path)
 
 
-def test_gate_defaults_live_in_variants_and_detectable_drop_is_read(tmp_path):
+def test_gate_defaults_live_in_the_gate_and_the_files_keys_are_read(tmp_path):
+    """The defaults are the gate's (evaluate.gate_settings), not the variant loader's; a file's keys override them,
+    and every key a file may write is a setting of the gate (and the other way round)."""
     from cvt_port import variants
+    from evaluate.gate_settings import DEFAULTS, SETTING_NAMES, gate_settings
 
+    assert not [name for name in dir(variants) if name.startswith("DEFAULT_")]
+    assert set(variants.GATE_KEYS) == set(SETTING_NAMES)
     no_gate = tmp_path / "no-gate.yaml"
     no_gate.write_text(GOOD.split("\ngate:")[0] + "\n")
-    v = load_variant_file(no_gate)
-    assert (v.top1_tolerance, v.min_agreement, v.detectable_drop) == (
-        variants.DEFAULT_TOP1_TOLERANCE, variants.DEFAULT_MIN_AGREEMENT, variants.DEFAULT_DETECTABLE_DROP)
-    assert (variants.DEFAULT_TOP1_TOLERANCE, variants.DEFAULT_MIN_AGREEMENT) == (0.1, 0.999)
+    assert gate_settings(load_variant_file(no_gate)) == DEFAULTS == gate_settings(None)
+    assert (DEFAULTS.top1_tolerance, DEFAULTS.min_agreement, DEFAULTS.detectable_drop, DEFAULTS.baseline_top1_tolerance,
+            DEFAULTS.baseline_max_flipped, DEFAULTS.power, DEFAULTS.alpha) == (0.1, 0.999, 1.0, 0.1, 0.001, 0.99, 0.01)
     stated = tmp_path / "stated.yaml"
-    stated.write_text(GOOD.replace("min_agreement: 0.999}", "min_agreement: 0.99, detectable_drop: 2.5}"))
-    v = load_variant_file(stated)
-    assert (v.min_agreement, v.detectable_drop) == (0.99, 2.5)
+    stated.write_text(GOOD.replace("min_agreement: 0.999}", "min_agreement: 0.99, detectable_drop: 2.5, power: 0.9}"))
+    g = gate_settings(load_variant_file(stated))
+    assert (g.min_agreement, g.detectable_drop, g.power, g.top1_tolerance) == (0.99, 2.5, 0.9, 0.1)
 
 
 def test_interpolation_names_are_pil_resample_codes_and_used_by_both_preprocessings():

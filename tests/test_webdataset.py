@@ -200,3 +200,58 @@ def test_hostile_shard_exits_2_and_extracts_nothing(tiny, tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "../escaped.jpg" in r.stderr and str(path) in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.tar", "work"]
+
+
+def _png(color=(1, 2, 3)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _shard(path: Path, members) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            add_member(tar, name, data)
+    return path
+
+
+def _both_ways(source):
+    """The samples as the loaded and the streamed reading give them (each a list, or the BadInput it raised)."""
+    out = []
+    for streaming in (False, True):
+        try:
+            out.append([(s.image_id, s.label) for s in prepare_data(DataSpec(source=str(source), streaming=streaming),
+                                                                     None, 1000).samples])
+        except BadInput as exc:
+            out.append(exc)
+    return out
+
+
+@pytest.mark.parametrize("case", ["label-later", "image-later", "member-repeated", "other-shard"])
+def test_a_key_used_twice_is_bad_input_both_ways(tmp_path, case):
+    """WebDataset's sample is a run of members sharing a key: a key that comes back (later in the shard, in
+    another shard, or as a repeated member) is refused, not read as the first image with a later label."""
+    a, b = [("a.png", _png()), ("a.cls", b"1")], [("b.png", _png((9, 9, 9))), ("b.cls", b"2")]
+    again = {"label-later": [("a.cls", b"3")], "image-later": [("a.png", _png()), ("a.cls", b"3")],
+             "member-repeated": [], "other-shard": []}[case]
+    first = _shard(tmp_path / "val-0.tar", (a + [("a.cls", b"3")] if case == "member-repeated" else a) + b + again)
+    if case == "other-shard":
+        _shard(tmp_path / "val-1.tar", [("a.jpg", _png()), ("a.cls", b"3")])
+    for result in _both_ways(tmp_path):
+        assert isinstance(result, BadInput), result
+        assert str(first) in str(result) and "key 'a'" in str(result) and "once" in str(result), result
+
+
+def test_double_underscore_members_are_read_alike_loaded_and_streamed(tmp_path):
+    """``__``-names are hidden files to ``datasets`` (its streaming reader skips them): the loaded reading skips
+    them too; a ``__``-field (``a.__key__``) would overwrite the stream's own ``__key__``, so it is refused."""
+    _shard(tmp_path / "val-0.tar", [("__meta__.json", b"{}"), ("a.png", _png()), ("a.cls", b"1"),
+                                    ("n01/__x.png", _png()), ("n01/__x.cls", b"4"), ("b.png", _png((5, 5, 5))),
+                                    ("b.cls", b"2")])
+    loaded, streamed = _both_ways(tmp_path)
+    assert loaded == streamed == [("a.png", 1), ("b.png", 2)]
+    inputs = prepare_data(DataSpec(source=str(tmp_path), streaming=True), None, 1000)
+    assert [inputs.source.load_image(s).getpixel((0, 0)) for s in inputs.samples] == [(1, 2, 3), (5, 5, 5)]
+    _shard(tmp_path / "val-0.tar", [("a.png", _png()), ("a.cls", b"1"), ("a.__key__", b"b")])
+    for result in _both_ways(tmp_path):
+        assert isinstance(result, BadInput) and "a.__key__" in str(result), result

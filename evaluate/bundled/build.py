@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cvt_port.reference import OriginalCvT
-from cvt_port.variants import CONFIGS_DIR, DEFAULT_MIN_AGREEMENT, DEFAULT_TOP1_TOLERANCE, Architecture
+from cvt_port.variants import CONFIGS_DIR, Architecture
+
+from evaluate.gate_settings import DEFAULTS as GATE_DEFAULTS
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DIGITS_DIR = BUNDLED_DIR / "digits"
@@ -306,7 +308,7 @@ def config_text(top1: float, top5: float, num_samples: int) -> str:
         '  source: "measured by python -m evaluate.bundled.build on the bundled validation images"',
         '  dataset: "bundled digits validation"',
         f"  num_samples: {num_samples}",
-        f"gate: {{top1_tolerance: {DEFAULT_TOP1_TOLERANCE}, min_agreement: {DEFAULT_MIN_AGREEMENT}}}",
+        f"gate: {{top1_tolerance: {GATE_DEFAULTS.top1_tolerance}, min_agreement: {GATE_DEFAULTS.min_agreement}}}",
     ]
     return "\n".join(lines) + "\n"
 

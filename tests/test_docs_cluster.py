@@ -1,6 +1,6 @@
-"""The README's "On a GPU cluster" examples match the code: every command in them parses, and the allocation
+"""The cluster page's examples (docs/cluster.md) match the code: every command in them parses, and the allocation
 their sbatch header makes (and the torchrun launch) resolves to one job over every GPU, with no flag to add;
-the binding the README warns against is refused as it says."""
+the binding the page warns against is refused as it says."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ from evaluate.allocation import resolve_devices
 from evaluate.cli import build_parser, plan_parts
 from evaluate.plan import PlanError, default_num_workers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
 
 
 def cluster_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("### On a GPU cluster")
-    return text[start:text.index("\n### ", start + 1)]
+    return PAGE.read_text(encoding="utf-8")
 
 
 def code_blocks(section: str) -> list[str]:
@@ -78,7 +76,7 @@ def test_the_torchrun_example_is_one_job_over_its_processes():
     assert resolve_devices(run, env) == (n, 1)
 
 
-def test_the_binding_the_readme_warns_against_is_refused_as_it_says():
+def test_the_binding_the_page_warns_against_is_refused_as_it_says():
     sbatch = next(b for b in code_blocks(cluster_section()) if "#SBATCH" in b)
     env, per_node, _ = sbatch_env(sbatch)
     env["CUDA_VISIBLE_DEVICES"] = "0"  # --gpus-per-task=1: each task sees its own GPU

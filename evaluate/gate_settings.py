@@ -1,0 +1,57 @@
+"""The release gate's settings, with their defaults: one home for what the gate applies when a variant file's
+``gate`` section leaves a key out.
+
+Why here and not in :mod:`cvt_port.variants`: a default is part of the gate's rule (what "close enough" and "able
+to see a regression" mean), not of the file format. The variant loader checks what a file *may say* under
+``gate:`` (the keys :data:`cvt_port.variants.GATE_KEYS`, each typed and range-checked as the file is read, so a bad
+value is found before any pass); this module says what applies when the file *says nothing*. The bundled
+model's generated config writes these values too (:mod:`evaluate.bundled.build`).
+
+The defaults:
+
+* ``top1_tolerance`` 0.1 top-1 points: the converted model may differ from the original (or from the recorded
+  figure on the full set) by this much.
+* ``min_agreement`` 0.999: the fraction of images on which converted and original must agree on top-1.
+* ``detectable_drop`` 1.0 top-1 points: the regression a check must be able to detect to be made at all.
+* ``power`` 0.99 and ``alpha`` 0.01: a check "can detect" a regression when it fails a model that far below with
+  probability ``power``; the recorded-top-1 check's interval is at confidence ``1 - alpha``. At CvT-13's 81.6%, a
+  one-point drop needs 36,788 images at these values (9,962 would be a coin toss: power 0.5).
+* Against an earlier run of the same weights (``--baseline``) the same budgets as a conversion's: a new
+  environment (torch, transformers, CUDA, bf16, sdpa, compile, a node type) may cost no more top-1 than converting
+  may (``baseline_top1_tolerance`` = ``top1_tolerance``) and change no more top-1 predictions than the converted
+  model may differ from the original on (``baseline_max_flipped`` = 1 - ``min_agreement`` = 0.1% of the images: 50
+  of ImageNet's 50,000; on fewer than 1,000 images none may change). A swapped pair of head rows, a wrong
+  preprocessing or a broken kernel changes far more; a pass that must tolerate more says so in its variant file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gate's thresholds for one variant (its file's ``gate`` section over these defaults)."""
+
+    top1_tolerance: float = 0.1  # top-1 points
+    min_agreement: float = 0.999  # fraction of images
+    detectable_drop: float = 1.0  # top-1 points
+    baseline_top1_tolerance: float = 0.1  # top-1 points this run may lose against the baseline
+    baseline_max_flipped: float = 0.001  # fraction of images whose top-1 may change since the baseline
+    power: float = 0.99  # probability that a check fails a model detectable_drop points worse
+    alpha: float = 0.01  # the recorded-top-1 check's interval is at confidence 1 - alpha
+
+    @property
+    def confidence(self) -> float:
+        return 1 - self.alpha
+
+
+DEFAULTS = GateSettings()
+SETTING_NAMES = tuple(f.name for f in fields(GateSettings))
+
+
+def gate_settings(variant) -> GateSettings:
+    """The settings for ``variant`` (a :class:`cvt_port.variants.Variant`, or None for a plain Hugging Face folder:
+    the defaults). The file's values were checked when it was read."""
+    given = getattr(variant, "gate", None) or {}
+    return GateSettings(**{k: float(v) for k, v in given.items() if k in SETTING_NAMES})
