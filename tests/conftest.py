@@ -26,6 +26,16 @@ def cvt13_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The bundled original checkpoint (trained: predictions vary and are mostly right), converted once for the
+    whole session. Tests read it; one that changes a model changes a copy."""
+    import cvt_port
+    from evaluate.default import CHECKPOINT, VARIANT
+
+    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny 1000-class CvT in the release format, converted with cvt_port (see evalkit)."""
     from evalkit import make_tiny_model

@@ -12,9 +12,15 @@ some out: top-1, top-5, ReaL, per-class and agreement figures are all non-trivia
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
 import shutil
 import subprocess
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +121,88 @@ def make_half_right_imagefolder(root: Path) -> dict[str, int]:
     return colour_class
 
 
-def evaluate_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+@dataclass
+class Ran:
+    """What a command line gave: its exit status and what it wrote (the fields of a CompletedProcess)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+FRESH_WARNING_FILTERS = [("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
+                         ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
+                         ("ignore", ResourceWarning, "")]  # a new interpreter's (python -W not given)
+
+
+@contextlib.contextmanager
+def _as_a_new_process(cwd, env, out: io.StringIO, err: io.StringIO):
+    """Working folder, environment, stdout/stderr, warning filters and display, and the stream of every
+    logging handler that writes to the terminal, as a new process would have them; all restored after."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    terminal = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    handlers = [h for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                for h in getattr(logger, "handlers", ()) if type(h) is logging.StreamHandler
+                and id(h.stream) in terminal]
+    streams = [(h, h.stream) for h in handlers]
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update({k: str(v) for k, v in env.items()})
+        if cwd is not None:
+            os.chdir(cwd)
+        for h in handlers:
+            h.setStream(err)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()
+            for action, category, module in FRESH_WARNING_FILTERS:
+                warnings.filterwarnings(action, category=category, module=module, append=True)
+            # shown on (this run's) stderr, as a new process shows them, not recorded by pytest
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
+            yield
+    finally:
+        for h, stream in streams:
+            h.setStream(stream)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def run_main(main, argv, cwd=None, env=None) -> Ran:
+    """``main(argv)`` of a command line, in this process, as its ``__main__`` runs it: its return value or
+    SystemExit (argparse's usage errors, --help) is the exit status. Seconds cheaper than a new process
+    (imports of torch, transformers and Lightning); use a real process only where a process is the point
+    (launchers, signals, a fresh interpreter's screen, the installed wheel)."""
+    argv = [str(a) for a in argv]
+    out, err = io.StringIO(), io.StringIO()
+    with _as_a_new_process(cwd, env, out, err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+    return Ran(argv, 0 if code is None else int(code), out.getvalue(), err.getvalue())
+
+
+def evaluate_cli(*args, cwd=None, env=None) -> Ran:
+    """``python -m evaluate ARGS``, in this process (see :func:`run_main`). Not for several devices: Lightning's
+    DDP launcher would start the other processes from this one's command line (pytest's)."""
+    from evaluate.cli import main
+
+    argv = [str(a) for a in args]
+    devices = argv[argv.index("--devices") + 1] if "--devices" in argv[:-1] else "1"
+    if devices not in ("1", "auto") or any("ddp" in a for a in argv):
+        raise ValueError(f"{argv}: several processes: run them with evaluate_process")
+    return run_main(main, argv, cwd=cwd, env=env)
+
+
+def evaluate_process(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``python -m evaluate ARGS`` in a new process: for tests whose point is a process (its screen, its
+    launcher, its environment read at import)."""
     return subprocess.run([sys.executable, "-m", "evaluate", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)
 
@@ -136,3 +223,10 @@ def swap_head_classes(folder: Path, out: Path, a: int, b: int) -> Path:
         tensors[key][[a, b]] = tensors[key][[b, a]].clone()
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     return out
+
+
+def cvt_port_cli(*args, cwd=None, env=None) -> Ran:
+    """``python -m cvt_port ARGS``, in this process (see :func:`run_main`)."""
+    from cvt_port.cli import main
+
+    return run_main(main, args, cwd=cwd, env=env)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import cvt_port
 from cvt_port.errors import BadInput, ExitStatus
 from evaluate.api import (DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec, RunSpec, evaluate_model,
                           exit_status, run_plan)
@@ -25,12 +24,6 @@ from imagegen import make_imagefolder
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = dict(accelerator="cpu", num_workers=0, batch_size=64)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The bundled original checkpoint, converted."""
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 
-import cvt_port
 from cvt_port.errors import BadInput
 from cvt_port.provenance import LIBRARIES, git_commit, hub_revision, library_versions, weights_provenance
 from cvt_port.variants import load_variant_file
 from evaluate.api import PlanError, evaluate_model
 from evaluate.baseline import Baseline, check_same_images, compare, read_baseline
-from evaluate.default import CHECKPOINT, DATA, VARIANT
+from evaluate.default import CHECKPOINT, DATA
 from evaluate.gate import CheckStatus, baseline_check
 from evaluate.gate_settings import DEFAULTS
 from evaluate.stats import mcnemar_exact
-from evalkit import evaluate_cli, swap_head_classes
+from evalkit import evaluate_cli, evaluate_process, swap_head_classes
 
 REPO = Path(__file__).resolve().parent.parent
 SWAP = (3, 8)  # the two head rows swapped in the regression fixture
@@ -37,12 +36,6 @@ CLI_CPU = ["--accelerator", "cpu", "--num-workers", "0", "--batch-size", "32"]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The bundled original checkpoint, converted (unmodified)."""
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +86,8 @@ def test_the_unmodified_model_passes_against_its_own_run(digits, base, tmp_path)
 def test_a_model_with_two_head_classes_swapped_fails_and_names_the_flipped_images(swapped, base, tmp_path):
     """On two processes (DDP on CPU): the rows gathered on rank 0 are the ones compared; every rank exits 1."""
     out = tmp_path / "swapped-run"
-    r = evaluate_cli("--model", swapped, "--data", DATA, "--subset", SUBSET, "--output", out, "--baseline", base,
-                     *CLI_CPU, "--devices", "2", "--strategy", "ddp")
+    r = evaluate_process("--model", swapped, "--data", DATA, "--subset", SUBSET, "--output", out, "--baseline", base,
+                         *CLI_CPU, "--devices", "2", "--strategy", "ddp")
     assert r.returncode == 1, r.stderr[-2000:]
     before = predictions(base)
     a, b = SWAP

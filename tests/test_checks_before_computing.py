@@ -10,7 +10,7 @@ import lightning
 import pytest
 
 from evaluate.cli import main
-from evalkit import evaluate_cli, wnids
+from evalkit import evaluate_process, wnids
 from fsfaults import read_only_folder
 from imagegen import make_ilsvrc_imagefolder, make_imagefolder
 
@@ -147,7 +147,7 @@ def test_weights_that_do_not_fit_are_one_line_without_transformers_load_report(t
     weights). Run as the user runs it: the screen (stderr of a new process) holds our line and nothing
     else, so the report cannot hide in a logging handler that a test's capture does not see."""
     folder = _damaged_copy(tiny, tmp_path, damage)
-    r = evaluate_cli("--model", folder, "--config", tiny["yaml"], "--data", data, "--output", tmp_path / "out",
+    r = evaluate_process("--model", folder, "--config", tiny["yaml"], "--data", data, "--output", tmp_path / "out",
                      "--accelerator", "cpu", "--num-workers", "0")
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1, r.stderr

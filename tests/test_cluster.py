@@ -290,7 +290,7 @@ def test_demo_alone_converts_every_time(tmp_path, launched):
 
 def test_torchrun_without_device_flags_runs_one_job_over_its_processes(tiny, data, tmp_path):
     """On CPUs Lightning's devices "auto" is 1, which contradicts 2 processes: the allocation decides instead."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "evaluate", "--model", tiny["hf"], "--config", tiny["yaml"],
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "evaluate", "--model", tiny["hf"], "--config", tiny["yaml"],
            "--data", data, "--output", tmp_path / "out", "--accelerator", "cpu", "--num-workers", "0",
            "--batch-size", "4"]
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, env=clean_env())

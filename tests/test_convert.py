@@ -1,8 +1,6 @@
 """Converting a release-format checkpoint: the folder, its facts, and the two ways to load it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ import cvt_port
 from cvt_port.cli import main
 from cvt_port.hf import gelu_module_names
 from cvt_port.labels import imagenet_class_names
+from evalkit import cvt_port_cli
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_wrapped_and_prefixed_checkpoints(cvt13_checkpoint, tmp_path):
 
 
 def test_help_texts_describe_the_arguments():
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", "--help"], capture_output=True, text=True)
+    r = cvt_port_cli("convert", "--help")
     assert r.returncode == 0
     assert "original .pth" in r.stdout and "OUTPUT_DIR" in r.stdout and "--push-to-hub" in r.stdout
     assert "Input Image Size" not in r.stdout and "C:\\" not in r.stdout

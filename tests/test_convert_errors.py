@@ -13,6 +13,7 @@ import torch
 
 from cvt_port.cli import main
 from cvt_port.errors import EXIT_STATUS_HELP
+from evalkit import cvt_port_cli
 from fsfaults import read_only_folder
 
 
@@ -144,14 +145,13 @@ def test_parity_failure_exits_1_and_saves_nothing(sd, tmp_path, capsys):
 
 
 def test_errors_print_no_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", str(tmp_path / "x.pth"), str(tmp_path / "o")],
-                       capture_output=True, text=True)
+    r = cvt_port_cli("convert", tmp_path / "x.pth", tmp_path / "o")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and len(r.stderr.strip().splitlines()) <= 2
 
 
 def test_usage_error_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert"], capture_output=True, text=True)
+    r = cvt_port_cli("convert")
     assert r.returncode == 2 and "CHECKPOINT" in r.stderr
 
 

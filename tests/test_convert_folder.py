@@ -14,6 +14,7 @@ import cvt_port
 from cvt_port.cli import main
 from cvt_port.errors import ExitStatus
 from cvt_port.folder import FileResult, worst_status
+from evalkit import cvt_port_cli
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,7 @@ def release_folder(tmp_path_factory):
 def folder_run(release_folder, tmp_path_factory):
     folder, _ = release_folder
     root = tmp_path_factory.mktemp("converted") / "hf"
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", str(folder), str(root)],
-                       capture_output=True, text=True, timeout=600)
+    r = cvt_port_cli("convert", folder, root)
     return r, root
 
 

@@ -7,19 +7,17 @@ transformers' convert_cvt_original_pytorch_checkpoint_to_pytorch.py was called a
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import cvt_port
 from cvt_port.cli import main
+from evalkit import cvt_port_cli
 
 
 def cli(*argv):
-    """The real command line, in a subprocess (as a release script runs it)."""
-    return subprocess.run([sys.executable, "-m", "cvt_port", "convert", *map(str, argv)],
-                          capture_output=True, text=True, timeout=300)
+    """The command line as a release script runs it (its main, in this process: see evalkit.run_main)."""
+    return cvt_port_cli("convert", *argv)
 
 
 def last_line(r):
@@ -113,7 +111,7 @@ def test_paths_are_given_once(tmp_path, capsys, monkeypatch, argv, says):
 
 
 def test_help_lists_the_legacy_flags():
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", "--help"], capture_output=True, text=True)
+    r = cli("--help")
     assert r.returncode == 0
     for flag in ("--cvt_model", "--image_size", "--cvt_file_name", "--pytorch_dump_folder_path"):
         assert flag in r.stdout

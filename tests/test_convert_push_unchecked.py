@@ -1,16 +1,14 @@
 """The converter's own --push-to-hub uploads after the parity check only: its help and its output say that
 the model's accuracy was not checked, and point to the accuracy gate (`python -m evaluate ... --reference`)."""
 
-import subprocess
-import sys
-
 from huggingface_hub import HfApi
 
 from cvt_port.cli import main
+from evalkit import cvt_port_cli
 
 
 def test_help_says_the_upload_is_not_accuracy_checked():
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", "--help"], capture_output=True, text=True)
+    r = cvt_port_cli("convert", "--help")
     flat = " ".join(r.stdout.split())
     assert r.returncode == 0 and "--push-to-hub REPO_ID" in flat
     assert "ACCURACY IS NOT CHECKED by this upload" in flat and "python -m evaluate --model OUTPUT_DIR --reference" in flat

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from cvt_port.variants import get_variant
-from evalkit import evaluate_cli
+from evalkit import evaluate_cli, evaluate_process
 
 
 @pytest.mark.parametrize("network", ["HF_HUB_OFFLINE=1", "hub unreachable"])
@@ -20,7 +20,8 @@ def test_default_run_end_to_end(tmp_path, network):
     else:  # online mode, but every Hub address goes nowhere: any network use would fail the run
         env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf-home"),
                    HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
-    r = evaluate_cli(cwd=tmp_path, env=env)
+    # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT when imported: online mode needs a new process
+    r = (evaluate_cli if network == "HF_HUB_OFFLINE=1" else evaluate_process)(cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "cvt-port-output"
     rep = json.loads((out / "report.json").read_text())

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cvt_port.labels import wnid_to_index
 from evaluate.real_labels import load_real_labels
-from evalkit import evaluate_cli, make_half_right_imagefolder, wnids
+from evalkit import evaluate_cli, evaluate_process, make_half_right_imagefolder, wnids
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
             "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
@@ -92,7 +92,7 @@ def test_two_ddp_processes_count_every_image_once(single, tiny, val101, tmp_path
     """Two processes hold different halves of the images, with different accuracies: only synced
     metrics give the one-process figures (with torchmetrics' sync_on_compute=False this fails)."""
     out1, _ = single
-    r = evaluate_cli(*base_args(tiny, val101, tmp_path, "--reference", tiny["pth"], "--devices", "2", "--strategy", "ddp"))
+    r = evaluate_process(*base_args(tiny, val101, tmp_path, "--reference", tiny["pth"], "--devices", "2", "--strategy", "ddp"))
     assert r.returncode == 3, r.stderr[-3000:]
     assert r.stdout.count("GATE: NOT MADE") == 1  # rank 0 reports
     one, two = (json.loads((o / "report.json").read_text()) for o in (out1, tmp_path))

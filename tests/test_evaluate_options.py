@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evalkit import evaluate_cli, wnids
+from evalkit import evaluate_cli, evaluate_process, wnids
 from imagegen import make_imagefolder
 
 from test_evaluate import read_csv
@@ -81,8 +81,8 @@ def test_bf16_mixed_is_judged_against_the_float32_original(tiny, data, jpeg_run,
 
 def test_compile_pads_the_short_last_batch_instead_of_recompiling(tiny, data, jpeg_run, tmp_path):
     # 24 images in batches of 10: the last batch holds 4 and is padded to 10, so one graph per model
-    r = evaluate_cli(*args(tiny, data, tmp_path, "--compile", "--batch-size", "10"),
-                     env={**os.environ, "TORCH_LOGS": "recompiles"})
+    r = evaluate_process(*args(tiny, data, tmp_path, "--compile", "--batch-size", "10"),  # torch reads TORCH_LOGS
+                         env={**os.environ, "TORCH_LOGS": "recompiles"})                     # when imported
     assert r.returncode == 3, r.stderr[-3000:]
     assert "Recompiling function" not in r.stderr, r.stderr[-3000:]
     rep = report(tmp_path)
@@ -93,7 +93,7 @@ def test_compile_pads_the_short_last_batch_instead_of_recompiling(tiny, data, jp
 
 def test_torchrun_two_processes(tiny, data, jpeg_run, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    cmd = [torchrun, "--nproc_per_node", "2", "-m", "evaluate",
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "evaluate",  # --standalone: a free port
            *map(str, args(tiny, data, tmp_path, "--devices", "2", "--strategy", "ddp"))]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     # 24 images: not made (3) on both ranks; torchrun itself exits 1 when any child exits non-zero, and names

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-import cvt_port
 from cvt_port.errors import BadInput
 from evaluate.default import BUNDLED, CHECKPOINT
 from imagegen import write_corrupt
@@ -23,9 +22,8 @@ DIGITS = BUNDLED / "digits" / "val"
 
 
 @pytest.fixture(scope="module")
-def digits_model(tmp_path_factory):
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant="cvt-tiny-digits",
-                            log=lambda m: None)
+def digits_model(digits):
+    return digits  # conftest's session folder
 
 
 def make_digits(root, per_class=2, classes=range(3)):

@@ -1,12 +1,14 @@
-"""The installed product: the wheel and sdist as built, installed non-editable into fresh virtualenvs and run
-from a folder outside the checkout, alone and beside Hugging Face's `evaluate` library in both install orders.
+"""The installed product: the wheel and sdist as built, installed non-editable into a fresh virtualenv and run
+from a folder outside the checkout, alone and beside Hugging Face's `evaluate` library in both install orders (one
+venv taken through both: ours, theirs on top, ours removed, ours again on top of theirs).
 
 Why: every other test imports the checkout (an editable install). A wheel that lacks its variant files, or
 that shares a file path with Hugging Face's `evaluate` wheel (both install into site-packages/evaluate/),
 passes all of them and fails its users. Here the wheel is built from a clean copy of the tree (what git
 tracks, plus untracked files git does not ignore), so a stale build/ folder cannot hide a missing file.
 
-Needs `build` (in the `test` extra), pip's indexes (torch==2.13.0 is installed first, from the local disk,
+Needs `build` and setuptools (in the `test` extra: the builds run without build isolation, which would make a
+fresh build environment for each of the three builds), pip's indexes (torch==2.13.0 is installed first, from the local disk,
 before anything can pull a CUDA build) and PyPI for Hugging Face's `evaluate` (latest release).
 """
 
@@ -35,10 +37,13 @@ HF_EVALUATE = "evaluate"  # Hugging Face's library on PyPI
 # The bundled default and its verdict line.
 GATE_PASS = "GATE: PASS"
 
-# Run inside an installed venv, from a folder outside the checkout: where everything was imported from and
-# every variant as the installed wheel resolves it.
+# Run inside an installed venv, from a folder outside the checkout: what `import evaluate` gives first (Hugging
+# Face's library, when installed), then where everything of ours was imported from and every variant as the
+# installed wheel resolves it.
 VARIANTS_PROBE = r"""
 import dataclasses, json, sys
+import evaluate
+hf = {"file": evaluate.__file__, "version": evaluate.__version__} if callable(getattr(evaluate, "load", None)) else None
 import cvt_port, cvt_port.variants as v
 import evaluate.cli, evaluate.lightning_module
 def facts(x):
@@ -47,6 +52,7 @@ def facts(x):
     return d
 tiny = v.load_variant_file(v.TESTING_CONFIGS_DIR / "tiny-imagenet.yaml")
 print(json.dumps({
+    "hf": hf,
     "files": [cvt_port.__file__, v.__file__, evaluate.cli.__file__, evaluate.lightning_module.__file__],
     "configs_dir": str(v.CONFIGS_DIR),
     "variants": {name: facts(x) for name, x in v.all_variants().items()},
@@ -97,7 +103,8 @@ def _tracked_tree(dest: Path) -> Path:
 
 
 def _build(args: list, cwd: Path) -> None:
-    _check(_run([sys.executable, "-m", "build", *args], cwd=cwd))
+    """With this venv's setuptools (the `test` extra asks for what build-system.requires asks for)."""
+    _check(_run([sys.executable, "-m", "build", "--no-isolation", *args], cwd=cwd))
 
 
 def _members(wheel: Path) -> dict[str, str]:
@@ -146,13 +153,10 @@ class Venv:
         return next((self.path / "lib").glob("python3*/site-packages"))
 
 
-def _default_runs(venv: Venv, label: str) -> dict:
-    """The bundled default both ways (module and console script), and Hugging Face's probe."""
-    return {
-        "python -m evaluate": venv.run("python", "-m", "evaluate", name=f"{label}-module")[0],
-        "cvt-evaluate": venv.run("cvt-evaluate", name=f"{label}-script")[0],
-        "hf": venv.run("python", "-c", HF_PROBE, name=f"{label}-hf")[0],
-    }
+def _default_runs(venv: Venv, label: str, ways: tuple[str, ...]) -> dict:
+    """The bundled default, as the module and/or the console script."""
+    cmd = {"python -m evaluate": ("python", "-m", "evaluate"), "cvt-evaluate": ("cvt-evaluate",)}
+    return {how: venv.run(*cmd[how], name=f"{label}-{how.split()[-1]}")[0] for how in ways}
 
 
 def _convert(venv: Venv, checkpoint: Path, how: str, label: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -194,35 +198,33 @@ def release_checkpoint(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 
 @pytest.fixture(scope="module")
-def ours_then_theirs(dists, release_checkpoint, tmp_path_factory):
-    """One venv: torch, our wheel (checks run alone), then Hugging Face's wheel on top (checks run again)."""
-    venv = Venv.create(tmp_path_factory.mktemp("ours-then-theirs"))
+def installed(dists, release_checkpoint, tmp_path_factory):
+    """One venv (torch and the dependencies installed once) taken through both install orders, checks run in
+    each state: our wheel alone; Hugging Face's wheel on top (ours then theirs); ours uninstalled (theirs must
+    still work, nothing of ours left); ours again, on top of theirs (theirs then ours). The default runs as
+    `python -m evaluate` and as `cvt-evaluate` alone, and as one of them in each shared state."""
+    venv = Venv.create(tmp_path_factory.mktemp("installed"))
     venv.pip(dists["wheel"])
     alone = {
         "pip show": _run([venv.bin("python"), "-m", "pip", "show", "-f", "cvt-port"], cwd=venv.work),
         "probe": venv.run("python", "-c", VARIANTS_PROBE, name="alone-variants")[0],
         "convert": _convert(venv, release_checkpoint[0], "cvt-port", "alone"),
-        **_default_runs(venv, "alone"),
+        **_default_runs(venv, "alone", ("python -m evaluate", "cvt-evaluate")),
     }
     venv.pip(dists["theirs"])
-    both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
-            **_default_runs(venv, "both")}
-    yield {"venv": venv, "alone": alone, "both": both}
-    shutil.rmtree(venv.path, ignore_errors=True)  # about 1.5 GB; pytest keeps its last three temp folders
-
-
-@pytest.fixture(scope="module")
-def theirs_then_ours(dists, release_checkpoint, tmp_path_factory):
-    """Another venv: torch, Hugging Face's wheel (with its dependencies), then ours."""
-    venv = Venv.create(tmp_path_factory.mktemp("theirs-then-ours"))
-    venv.pip(dists["theirs"])
-    theirs_alone = venv.run("python", "-c", HF_PROBE, name="theirs-hf")[0]
+    ours_then_theirs = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="ours-then-theirs-variants")[0],
+                        **_default_runs(venv, "ours-then-theirs", ("python -m evaluate",))}
+    _check(_run([venv.bin("python"), "-m", "pip", "uninstall", "-y", "-q", "cvt-port"], cwd=venv.work))
+    ours_removed = {"hf": venv.run("python", "-c", HF_PROBE, name="ours-removed-hf")[0],
+                    "evaluate/": sorted(p.relative_to(venv.site_packages() / "evaluate").as_posix()
+                                        for p in (venv.site_packages() / "evaluate").rglob("*"))}
     venv.pip(dists["wheel"])
-    both = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="both-variants")[0],
-            "convert": _convert(venv, release_checkpoint[0], "python -m cvt_port", "both"),
-            **_default_runs(venv, "both")}
-    yield {"venv": venv, "theirs_alone": theirs_alone, "both": both}
-    shutil.rmtree(venv.path, ignore_errors=True)
+    theirs_then_ours = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="theirs-then-ours-variants")[0],
+                        "convert": _convert(venv, release_checkpoint[0], "python -m cvt_port", "theirs-then-ours"),
+                        **_default_runs(venv, "theirs-then-ours", ("cvt-evaluate",))}
+    yield {"venv": venv, "alone": alone, "ours_then_theirs": ours_then_theirs, "ours_removed": ours_removed,
+           "theirs_then_ours": theirs_then_ours}
+    shutil.rmtree(venv.path, ignore_errors=True)  # about 1.5 GB; pytest keeps its last three temp folders
 
 
 # --------------------------------------------------------------------------- the wheel and the sdist
@@ -279,7 +281,9 @@ def test_no_path_in_our_wheel_is_in_hugging_faces_evaluate_wheel(dists):
 
 
 def _assert_default_passed(runs: dict, where: str) -> None:
-    for how in ("python -m evaluate", "cvt-evaluate"):
+    ways = [how for how in ("python -m evaluate", "cvt-evaluate") if how in runs]
+    assert ways, runs
+    for how in ways:
         r = runs[how]
         assert r.returncode == 0, f"{where}: {how} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         assert GATE_PASS in r.stdout, f"{where}: {how}\n{r.stdout[-2000:]}"
@@ -296,11 +300,17 @@ def _assert_imports_installed(probe: subprocess.CompletedProcess, venv: Venv) ->
     return facts
 
 
-def _assert_hf_evaluate_imports(r: subprocess.CompletedProcess, venv: Venv, version: str) -> None:
+def _assert_hf_evaluate_imports(hf: dict | None, venv: Venv, version: str) -> None:
+    """``hf``: what `import evaluate` gave first in a process (VARIANTS_PROBE's "hf", or HF_PROBE's lines)."""
+    assert hf is not None, "import evaluate: no evaluate.load (not Hugging Face's library)"
+    assert Path(hf["file"]).resolve() == venv.site_packages().resolve() / "evaluate" / "__init__.py"
+    assert hf["version"] == version
+
+
+def _hf_probe_facts(r: subprocess.CompletedProcess) -> dict:
     assert r.returncode == 0, f"import evaluate; evaluate.load failed:\n{r.stderr[-3000:]}"
-    file, got = r.stdout.split()
-    assert Path(file).resolve() == venv.site_packages().resolve() / "evaluate" / "__init__.py"
-    assert got == version
+    file, version = r.stdout.split()
+    return {"file": file, "version": version}
 
 
 def _their_version(dists) -> str:
@@ -339,36 +349,50 @@ def _assert_every_variant_resolves(facts: dict) -> None:
     assert facts["testing"]["name"] == "tiny-imagenet"
 
 
-def test_wheel_alone_runs_from_outside_the_checkout(ours_then_theirs, release_checkpoint):
-    venv, alone = ours_then_theirs["venv"], ours_then_theirs["alone"]
+def test_wheel_alone_runs_from_outside_the_checkout(installed, release_checkpoint):
+    venv, alone = installed["venv"], installed["alone"]
     show = alone["pip show"]
     assert show.returncode == 0 and "Editable project location" not in show.stdout, show.stdout
     assert not str(venv.site_packages()).startswith(str(ROOT))
     facts = _assert_imports_installed(alone["probe"], venv)
     _assert_every_variant_resolves(facts)
+    assert {"python -m evaluate", "cvt-evaluate"} <= set(alone)  # the module and the console script
     _assert_default_passed(alone, "our wheel alone")
-    assert alone["hf"].returncode != 0  # their library is not installed yet: `evaluate.load` is not ours
+    assert facts["hf"] is None  # their library is not installed yet: `evaluate.load` is not ours
     _assert_converted(alone["convert"], release_checkpoint)
 
 
-def test_default_report_folder_is_written_where_it_runs(ours_then_theirs):
-    out = ours_then_theirs["venv"].work / "alone-module" / "cvt-port-output"
+def test_default_report_folder_is_written_where_it_runs(installed):
+    out = installed["venv"].work / "alone-evaluate" / "cvt-port-output"
     report = json.loads((out / "report.json").read_text())
     assert report["gate"] == "pass" and report["num_samples"] == 360
     assert (out / "cvt-tiny-digits-hf" / "model.safetensors").is_file()
 
 
-def test_ours_then_hugging_faces_evaluate(ours_then_theirs, dists):
-    venv, both = ours_then_theirs["venv"], ours_then_theirs["both"]
-    _assert_hf_evaluate_imports(both["hf"], venv, _their_version(dists))
+def test_ours_then_hugging_faces_evaluate(installed, dists):
+    venv, both = installed["venv"], installed["ours_then_theirs"]
+    facts = _assert_imports_installed(both["probe"], venv)
+    _assert_hf_evaluate_imports(facts["hf"], venv, _their_version(dists))
     _assert_default_passed(both, "our wheel, then Hugging Face's evaluate")
-    _assert_every_variant_resolves(_assert_imports_installed(both["probe"], venv))
+    _assert_every_variant_resolves(facts)
 
 
-def test_hugging_faces_evaluate_then_ours(theirs_then_ours, dists, release_checkpoint):
-    venv, both = theirs_then_ours["venv"], theirs_then_ours["both"]
-    _assert_hf_evaluate_imports(theirs_then_ours["theirs_alone"], venv, _their_version(dists))
-    _assert_hf_evaluate_imports(both["hf"], venv, _their_version(dists))
+def test_removing_ours_leaves_hugging_faces_evaluate_whole(installed, dists):
+    venv, removed = installed["venv"], installed["ours_removed"]
+    _assert_hf_evaluate_imports(_hf_probe_facts(removed["hf"]), venv, _their_version(dists))
+    ours = [n.removeprefix("evaluate/") for n in _members(dists["wheel"]) if n.startswith("evaluate/")]
+    left = removed["evaluate/"]
+    assert ours and "__init__.py" in left and "module.py" in left, left
+    # nothing of ours left beside theirs: no file, no folder, no compiled module
+    assert [n for n in left if n in ours or n.split("/")[0] in {o.split("/")[0] for o in ours if "/" in o}] == []
+    our_modules = {o[:-3] for o in ours if "/" not in o and o.endswith(".py")}
+    assert [n for n in left if n.startswith("__pycache__/") and n.split("/")[1].split(".")[0] in our_modules] == []
+
+
+def test_hugging_faces_evaluate_then_ours(installed, dists, release_checkpoint):
+    venv, both = installed["venv"], installed["theirs_then_ours"]
+    facts = _assert_imports_installed(both["probe"], venv)
+    _assert_hf_evaluate_imports(facts["hf"], venv, _their_version(dists))
     _assert_default_passed(both, "Hugging Face's evaluate, then our wheel")
-    _assert_every_variant_resolves(_assert_imports_installed(both["probe"], venv))
+    _assert_every_variant_resolves(facts)
     _assert_converted(both["convert"], release_checkpoint)

@@ -21,7 +21,6 @@ from evaluate.lightning_module import EvalDataModule, EvalModule, metric_name
 from evaluate.models import Candidate
 from evaluate.plan import parse_loggers
 from evaluate.preprocess import Normalization
-from test_api import digits  # noqa: F401 - the bundled checkpoint, converted (a fixture)
 from test_step_syncs import NUM_CLASSES, Photos, linear
 
 FIGURES = ("top1", "top5", "agreement_with_original", "max_abs_logit_diff")

@@ -27,12 +27,6 @@ CPU_OOM = "[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: ca
           "allocate 51380224000 bytes. Error code 12 (Cannot allocate memory)"
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The bundled original checkpoint (trained: predictions vary and are mostly right), converted."""
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
-
-
 def run(digits, **options):
     return evaluate_model(model=digits, data=DATA, config=VARIANT, reference=CHECKPOINT, **{**CPU, **options})
 
@@ -192,7 +186,7 @@ sys.exit(main(sys.argv[1:]))
 """)
     torchrun = [sys.executable, "-m", "torch.distributed.run"]  # torchrun with this interpreter (and this checkout)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    r = subprocess.run([*torchrun, "--nproc_per_node", "2", "--log-dir", str(tmp_path / "logs"), "--tee", "3",
+    r = subprocess.run([*torchrun, "--standalone", "--nproc_per_node", "2", "--log-dir", str(tmp_path / "logs"), "--tee", "3",
                         str(script), "--model", str(digits), "--config", VARIANT, "--data", str(DATA),
                         "--reference", str(CHECKPOINT), "--accelerator", "cpu", "--num-workers", "0", "--batch-size", "16",
                         "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)

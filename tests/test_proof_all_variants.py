@@ -6,8 +6,6 @@ format under the release file name, converted with `python -m cvt_port convert`,
 """
 
 import json
-import subprocess
-import sys
 import zlib
 
 import pytest
@@ -18,6 +16,7 @@ import cvt_port
 from cvt_port.variants import release_variants
 
 from conftest import save_release_checkpoint
+from evalkit import cvt_port_cli
 
 
 @pytest.mark.parametrize("name", sorted(release_variants()))
@@ -26,7 +25,7 @@ def test_full_size_variant_converts_exactly(name, tmp_path):
     ckpt = tmp_path / variant.release_file
     reference = save_release_checkpoint(name, ckpt, seed=zlib.crc32(name.encode()) % 1000)  # reproducible
     out = tmp_path / "hf"
-    r = subprocess.run([sys.executable, "-m", "cvt_port", "convert", str(ckpt), str(out)], capture_output=True, text=True)
+    r = cvt_port_cli("convert", ckpt, out)
     assert r.returncode == 0, r.stderr
     assert "[5/5]" in r.stderr  # progress was shown
     facts = json.loads((out / "conversion.json").read_text())

@@ -20,7 +20,6 @@ import huggingface_hub
 import pytest
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard
 
-import cvt_port
 from evaluate.api import evaluate_model
 from evaluate.cli import main
 from evaluate.default import CHECKPOINT, DATA, VARIANT
@@ -39,9 +38,9 @@ def sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """The bundled original checkpoint, converted (with the converter's card)."""
-    return cvt_port.convert(CHECKPOINT, tmp_path_factory.mktemp("digits") / "hf", variant=VARIANT, log=lambda m: None)
+def converted(digits):
+    """The bundled original checkpoint, converted (with the converter's card): conftest's session folder."""
+    return digits
 
 
 @pytest.fixture(scope="module")
