@@ -16,12 +16,13 @@ be used, :class:`Interrupted` when a signal stopped the run; the gate's verdict 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from .interrupts import Interrupted
 from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKind, ModelSpec, PlanError, Preprocessing,
-                   ReportSpec, RunSpec, default_num_workers)
-from .plan import DEFAULT_LOG_DIR, parse_loggers
+                   ReportSpec, RunSpec)
+from .plan_values import field_default, plan_fields, plan_parts
 from .result import EvalResult, ManyEvalResult, Prediction, exit_status
 from . import run as _run
 
@@ -33,105 +34,67 @@ __all__ = [
 ]
 
 
-def evaluate_model(
-    *,
-    model: str | Path | list | tuple,
-    data: str | Path,
-    config: str | Path | None = None,
-    reference: str | Path | None = None,
-    stock: bool = False,
-    with_stock: bool = False,
-    trust_remote_code: bool = False,
-    labels_file: str | Path | None = None,
-    split: str = "validation",
-    image_column: str | None = None,
-    label_column: str | None = None,
-    subset: int | None = None,
-    seed: int = 0,
-    subset_file: str | Path | None = None,
-    preprocessing: str | Preprocessing = Preprocessing.RELEASE,
-    skip_bad_images: bool = False,
-    streaming: bool = False,
-    data_revision: str | None = None,
-    batch_size: int | str = 64,
-    num_workers: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    num_nodes: int | None = None,
-    strategy: str = "auto",
-    precision: str = "32-true",
-    cache_dir: str | Path | None = None,
-    attention: str = "einsum",
-    compile: bool = False,
-    tf32: bool = False,
-    reference_chunk: int | None = None,
-    output: str | Path | None = None,
-    summary: bool = False,
-    update_card: bool = False,
-    push_to_hub: str | None = None,
-    create_pr: bool = False,
-    private: bool = False,
-    revision: str | None = None,
-    logger: str | list[str] | tuple[str, ...] = (),
-    log_dir: str | Path = DEFAULT_LOG_DIR,
-    baseline: str | Path | None = None,
-) -> EvalResult:
-    """Evaluate ``model`` on ``data`` (the keyword arguments are the CLI's flags). Nothing is written
-    unless ``output`` names a folder; nothing is printed but Lightning's progress bar unless ``summary``.
-    ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate
-    only (:mod:`evaluate.release`); an upload that fails after a pass raises ``ReleaseError``.
-    ``baseline``: an earlier run's output folder to compare with (``result.record["baseline"]``).
+# evaluate_model's keywords are the plan's fields (evaluate.plan_values), under these names where the field's own
+# would not read well in a call; the fields that are not keywords, and why
+KEYWORDS = {"data.source": "data", "data.revision": "data_revision", "report.loggers": "logger"}
+NOT_KEYWORDS = {"models.extra_models": "several models are model=[A, B, ...]",
+                "report.command": "the call itself is recorded as the command"}
+# where a call's default differs from the plan's: a library call writes and prints nothing unless asked
+API_DEFAULTS = {"output": None, "summary": False}
+REQUIRED = ("model", "data")
+
+
+def _signature() -> inspect.Signature:
+    params = []
+    for name in plan_fields():
+        if name in NOT_KEYWORDS:
+            continue
+        keyword = KEYWORDS.get(name, name.split(".")[1])
+        default = inspect.Parameter.empty if keyword in REQUIRED else API_DEFAULTS.get(keyword, field_default(name))
+        params.append(inspect.Parameter(keyword, inspect.Parameter.KEYWORD_ONLY, default=default))
+    params.sort(key=lambda p: p.default is not inspect.Parameter.empty)  # the required ones first
+    return inspect.Signature(params, return_annotation="EvalResult | ManyEvalResult")
+
+
+def evaluate_model(**options) -> EvalResult | ManyEvalResult:
+    """Evaluate ``model`` on ``data``: one keyword per plan field (the CLI's flags; see ``help(evaluate_model)`` or
+    :data:`KEYWORDS`). Nothing is written unless ``output`` names a folder; nothing is printed but Lightning's
+    progress bar unless ``summary``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
+    ``revision``) release after a PASSED gate only (:mod:`evaluate.release`); an upload that fails after a pass
+    raises ``ReleaseError``. ``baseline``: an earlier run's output folder to compare with
+    (``result.record["baseline"]``).
 
     Several models on the same batches: ``model=[A, B, ...]``, each a folder/Hub id or a ``(folder, config)`` pair
     (``config`` applies to the others); the result is then a :class:`ManyEvalResult` (``result.runs``,
     ``result.for_model(name)``, the worst verdict as ``result.verdict``)."""
-    command = _call("evaluate_model", locals())
-    entries = _entries(model, config)
-    return run_plan(EvalPlan(
-        models=ModelSpec(model=entries[0].model, config=entries[0].config, extra_models=entries[1:],
-                         reference=_path(reference), stock=stock, with_stock=with_stock,
-                         trust_remote_code=trust_remote_code),
-        data=DataSpec(source=str(data), labels_file=_path(labels_file), split=split, image_column=image_column,
-                      label_column=label_column, subset=subset, seed=seed, subset_file=_path(subset_file),
-                      preprocessing=_preprocessing(preprocessing), skip_bad_images=skip_bad_images,
-                      streaming=streaming, revision=data_revision),
-        run=RunSpec(batch_size=batch_size, num_workers=default_num_workers() if num_workers is None else num_workers,
-                    accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                    precision=precision, cache_dir=_path(cache_dir), attention=attention, compile=compile,
-                    tf32=tf32, reference_chunk=reference_chunk),
-        report=ReportSpec(output=_path(output), summary=summary, update_card=update_card, push_to_hub=push_to_hub,
-                          create_pr=create_pr, private=private, revision=revision, loggers=parse_loggers(logger),
-                          log_dir=Path(log_dir), baseline=_path(baseline),
-                          command=command),
-    ))
+    bound = evaluate_model.__signature__.bind(**options)  # an unknown or missing keyword: TypeError, as for any call
+    command = _call("evaluate_model", bound.arguments)
+    bound.apply_defaults()
+    field_of = {KEYWORDS.get(name, name.split(".")[1]): name for name in plan_fields() if name not in NOT_KEYWORDS}
+    values = {field_of[k]: v for k, v in bound.arguments.items()}
+    models, data, run, report = plan_parts({**values, "report.command": command})
+    return run_plan(EvalPlan(models, data, run, report))
+
+
+evaluate_model.__signature__ = _signature()
 
 
 def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
-    """Run a plan (:func:`evaluate.run.run_plan`); several models (``plan.models.extra_models``) in one pass
-    (:func:`evaluate.several_models.run_many`)."""
-    if plan.models.extra_models:
-        from .several_models import run_many
-
-        return run_many(plan)
+    """Run a plan: every model of it in one pass (:func:`evaluate.run.run_plan`); one model gives an
+    :class:`EvalResult`, several a :class:`ManyEvalResult`."""
     return _run.run_plan(plan)
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
-    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes); for several models
-    one cache holding each distinct preprocessing (:func:`evaluate.several_models.build_many_cache`). A folder
-    holding anything else (a cache of other images or settings) is refused unless ``overwrite``."""
-    if plan.models.extra_models:
-        from .several_models import build_many_cache
-
-        return build_many_cache(plan, Path(cache_dir), overwrite)
+    """Decode and resize the plan's images once into ``cache_dir``, one preprocessing per distinct protocol of its
+    models: (the cache, images, pixel keys). A folder holding anything else (a cache of other images or settings)
+    is refused unless ``overwrite``."""
     return _run.build_cache_for(plan, Path(cache_dir), overwrite)
 
 
 def _call(name: str, arguments: dict) -> str:
     """``evaluate_model(model='m', data='d', subset=100)``: the call as made, its defaults left out (provenance)."""
-    import inspect
-
-    defaults = {k: p.default for k, p in inspect.signature(evaluate_model).parameters.items()}
+    defaults = {k: p.default for k, p in evaluate_model.__signature__.parameters.items()}
     shown = [f"{k}={str(v)!r}" if isinstance(v, (str, Path)) else f"{k}={v!r}"  # str(): Path, Preprocessing
              for k, v in arguments.items() if k in defaults and v != defaults[k]]
     return f"{name}({', '.join(shown)})"
@@ -141,27 +104,3 @@ def build_cache(plan: EvalPlan, cache_dir: str | Path, overwrite: bool = False) 
     """Decode and resize the plan's images once into ``cache_dir`` (runs then read it with
     ``RunSpec(cache_dir=...)``); returns the cache folder."""
     return build_cache_for(plan, Path(cache_dir), overwrite)[0]
-
-
-def _entries(model, config) -> tuple[ModelEntry, ...]:
-    """``model`` (one, or a list of folders and ``(folder, config)`` pairs) as the job's entries."""
-    default = None if config is None else str(config)
-    if isinstance(model, (str, Path)):
-        return (ModelEntry(str(model), default),)
-    entries = tuple(ModelEntry(str(m[0]), default if m[1] is None else str(m[1])) if isinstance(m, (tuple, list))
-                    else ModelEntry(str(m), default) for m in model)
-    if not entries:
-        raise PlanError("models.model", "no model given (a converted folder or Hub id)")
-    return entries
-
-
-def _path(value: str | Path | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-def _preprocessing(value: str | Preprocessing) -> Preprocessing:
-    try:
-        return Preprocessing(value)
-    except ValueError:
-        raise PlanError("data.preprocessing", f"choose one of {', '.join(p.value for p in Preprocessing)}",
-                        value) from None

@@ -21,7 +21,8 @@ from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_err
 
 from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelEntry, ModelSpec, PlanError, Preprocessing, ReportSpec,
                    RunSpec, default_num_workers, name_fields)
-from .plan import DEFAULT_LOG_DIR, LOGGERS, parse_loggers
+from .plan import DEFAULT_LOG_DIR, LOGGERS
+from .plan_values import plan_parts as plan_parts_of
 
 PROGRAM = "python -m evaluate"
 
@@ -180,36 +181,29 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 
+# plan fields that no flag sets, and why
+NOT_FLAGS = {"report.summary": "the CLI always prints its summary",
+             "report.command": "the command line itself is recorded as the command"}
+
+
 def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
-    """The flags, once, as the plan's typed parts."""
-    path = lambda v: None if v is None else Path(v)  # noqa: E731
-    models = ModelSpec(config=args.config, reference=path(args.reference), stock=args.stock,
-                       with_stock=args.with_stock, trust_remote_code=args.trust_remote_code)
+    """The flags, once, as the plan's typed parts: each field from its flag (:data:`FLAGS`, a flag not given leaves
+    the plan's default), the job's models from every ``--model`` then the ``--models-file`` lines."""
+    values = {field: getattr(args, dest(option)) for field, option in FLAGS.items()
+              if field not in ("models.model", "models.extra_models")}
     entries = [ModelEntry(m, args.config) for m in args.model or ()]
     if args.models_file:
-        from .several_models import read_models_file
+        from .job import read_models_file
 
         entries += [e if e.config else e._replace(config=args.config) for e in read_models_file(args.models_file)]
     if entries:
-        models = dataclasses.replace(models, model=entries[0].model, config=entries[0].config,
-                                     extra_models=tuple(entries[1:]))
-    return (
-        models,
-        DataSpec(source=args.data, labels_file=path(args.labels_file), split=args.split,
-                 image_column=args.image_column, label_column=args.label_column,
-                 label_numbering=args.label_numbering, devkit_map=path(args.devkit_map), subset=args.subset, seed=args.seed,
-                 subset_file=path(args.subset_file), preprocessing=Preprocessing(args.preprocessing),
-                 skip_bad_images=args.skip_bad_images, streaming=args.streaming, revision=args.data_revision),
-        RunSpec(batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
-                devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
-                cache_dir=path(args.cache_dir), attention=args.attention, compile=args.compile,
-                tf32=args.tf32, reference_chunk=args.reference_chunk),
-        ReportSpec(output=Path(args.output) if args.output else DEFAULT_OUTPUT,
-                   update_card=args.update_card, push_to_hub=args.push_to_hub, create_pr=args.create_pr,
-                   private=args.private, revision=args.revision,
-                   loggers=parse_loggers(args.logger), log_dir=Path(args.log_dir),
-                   baseline=path(args.baseline)),
-    )
+        values["models.model"] = entries
+    return plan_parts_of({k: v for k, v in values.items() if v is not None})
+
+
+def dest(option: str) -> str:
+    """Where argparse keeps a long option's value: ``--data-revision`` -> ``data_revision``."""
+    return option.lstrip("-").replace("-", "_")
 
 
 def command_line(argv: list[str]) -> str:

@@ -220,7 +220,8 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
-def _safe(name: str) -> str:
+def module_key(name: str) -> str:
+    """A candidate's key in the module's ModuleDicts (letters, digits and underscores only)."""
     return "m_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
@@ -257,21 +258,21 @@ class EvalModule(L.LightningModule):
         self.pad_to = pad_to
         self.reference_chunk = reference_chunk  # the reference runs this many images at a time (evaluate.memory)
         self.candidates = candidates
-        self.models = nn.ModuleDict({_safe(c.name): c.module for c in candidates})
+        self.models = nn.ModuleDict({module_key(c.name): c.module for c in candidates})
         self.normalizations = normalizations
         self.num_classes = num_classes
         self.topk = min(5, num_classes)
         self.reference = reference
         self.skip_bad_images = skip_bad_images
-        keys = [_safe(c.name) for c in candidates]
+        keys = [module_key(c.name) for c in candidates]
         self.hits1 = nn.ModuleDict({k: _sum() for k in keys})
         self.hits5 = nn.ModuleDict({k: _sum() for k in keys})
         self.class_hits = nn.ModuleDict({k: ClassCounts(num_classes) for k in keys})  # top-1 right, per class
         self.class_images = ClassCounts(num_classes)  # images evaluated, per class
         self.count = _sum()
         others = [c for c in candidates if c.name != reference] if reference else []
-        self.agree = nn.ModuleDict({_safe(c.name): _sum() for c in others})
-        self.maxdiff = nn.ModuleDict({_safe(c.name): MaxMetric(nan_strategy="disable") for c in others})
+        self.agree = nn.ModuleDict({module_key(c.name): _sum() for c in others})
+        self.maxdiff = nn.ModuleDict({module_key(c.name): MaxMetric(nan_strategy="disable") for c in others})
         self.stop_reading = threading.Event()
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
@@ -318,7 +319,7 @@ class EvalModule(L.LightningModule):
         n = x.shape[0]
         if self.pad_to and n < self.pad_to and c.kind != "reference":  # the reference is not compiled
             x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
-        model = self.models[_safe(c.name)]
+        model = self.models[module_key(c.name)]
         if c.kind == "reference":  # IEEE float32 also under --tf32 (evaluate.numerics)
             with float32_mode(False), torch.autocast(device_type=x.device.type, enabled=False):
                 return chunked(model, x.float(), self.reference_chunk).float()[:n]
@@ -356,7 +357,7 @@ class EvalModule(L.LightningModule):
         self.class_images.update(target, ones)
         logits, top = {}, {}
         for c in self.candidates:
-            key = _safe(c.name)
+            key = module_key(c.name)
             x = self.normalizations[c.preprocessing](pixels[c.preprocessing])
             logits[c.name] = out = self._forward(c, x)
             top[c.name] = pred = ranked(out, self.topk)
@@ -368,7 +369,7 @@ class EvalModule(L.LightningModule):
             ref = self.reference
             for c in self.candidates:
                 if c.name != ref:
-                    key = _safe(c.name)
+                    key = module_key(c.name)
                     self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).float())
                     self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
         names = list(top)
@@ -431,7 +432,7 @@ class EvalModule(L.LightningModule):
             return results, 0
         images = self.class_images.compute()
         for c in self.candidates:
-            key = _safe(c.name)
+            key = module_key(c.name)
             r = ModelResult(
                 name=c.name,
                 kind=c.kind,

@@ -93,20 +93,21 @@ class PlanError(BadInput):
 
 
 class ModelEntry(NamedTuple):
-    """One model of a several-models job: its folder (or Hub id) and its variant (None: conversion.json's)."""
+    """One model of a job: its folder (or Hub id), its variant (None: conversion.json's) and the original release
+    .pth it is compared with on the same batches (None: none)."""
 
     model: str
     config: str | None = None
+    reference: Path | None = None
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to evaluate.
+    """What to evaluate: a job of one or several models (:attr:`entries`) and how each is loaded.
 
-    Several models in one job: ``model``/``config`` are the first, ``extra_models`` the others, each with its own
-    config. The first model stays in ``model`` because it is what a one-model run is: every reader of the spec
-    (reports, release, baseline, the tests and the API) keeps reading ``model`` unchanged, and a one-model spec
-    has ``extra_models == ()``; :attr:`entries` gives every model in order (:mod:`evaluate.several_models`)."""
+    ``model``/``config``/``reference`` are the first model's entry, ``extra_models`` the others' (a job of one has
+    ``extra_models == ()``): ``ModelSpec(model=..., reference=...)`` is a run of one model as it always was. The job
+    (:mod:`evaluate.job`) reads :attr:`entries` only; a reference needs a job of one (:func:`check_several_models`)."""
 
     model: str | None = None  # converted folder, Hugging Face folder or Hub id
     config: str | None = None  # variant name or YAML path; None: the variant recorded in conversion.json
@@ -121,7 +122,8 @@ class ModelSpec:
     @property
     def entries(self) -> tuple[ModelEntry, ...]:
         """Every model of the job, the first one first."""
-        return (ModelEntry(self.model, self.config), *self.extra_models) if self.model else tuple(self.extra_models)
+        first = (ModelEntry(self.model, self.config, self.reference),) if self.model else ()
+        return (*first, *self.extra_models)
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,8 @@ def check_several_models(plan: EvalPlan) -> None:
     """What a several-models job refuses, before anything is loaded: the options that concern one model (an
     original to compare with, an earlier run's predictions, a card or a Hub repo to write), and a model given twice
     (its rows would be indistinguishable)."""
-    one_model = [("models.reference", plan.models.reference is not None, "compares one model with its original .pth"),
+    one_model = [("models.reference", any(e.reference is not None for e in plan.models.entries),
+                  "compares one model with its original .pth"),
                  ("report.baseline", plan.report.baseline is not None, "compares one model's predictions"),
                  ("report.update_card", plan.report.update_card, "writes one model's card"),
                  ("report.push_to_hub", plan.report.push_to_hub is not None, "uploads one model")]

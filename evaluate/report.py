@@ -121,7 +121,7 @@ def _steady_rate(results: dict, n: int) -> float | None:
     return n / results["elapsed_s"] if results["elapsed_s"] > 0 else None
 
 
-def _fmt(v, spec=".2f") -> str:
+def fmt(v, spec=".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
@@ -131,8 +131,8 @@ def table(record: dict) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for m in record["models"]:
         agree = None if m["agreement_with_original"] is None else 100 * m["agreement_with_original"]
-        lines.append(f"| {m['name']} | {m['preprocessing']} | {_fmt(m['top1'])} | {_fmt(m['top5'])} | "
-                     f"{_fmt(agree, '.3f')} | {_fmt(m['max_abs_logit_diff'], '.3g')} | {_fmt(m.get('mcnemar_p'), '.3g')} |")
+        lines.append(f"| {m['name']} | {m['preprocessing']} | {fmt(m['top1'])} | {fmt(m['top5'])} | "
+                     f"{fmt(agree, '.3f')} | {fmt(m['max_abs_logit_diff'], '.3g')} | {fmt(m.get('mcnemar_p'), '.3g')} |")
     return lines
 
 
@@ -158,18 +158,10 @@ OPTIONAL_REPORT_FILES = (baseline_.FLIPPED_FILE,)  # written when the run has th
 _OURS_HIDDEN = re.compile(r"^\..+(\.(tmp|old)-|\.lock$|\.launch$)")
 
 
-def write_reports(output: Path, record: dict, results: dict, image_ids, primary: str, reference: str | None,
-                  class_names: list[str]) -> None:
-    """Write report.json, report.md, predictions.csv and per_class.csv into ``output`` as one unit.
-
-    They are written into a new folder beside ``output`` which then replaces it whole
-    (:func:`cvt_port.atomic.staged_dir`): the previous report stays intact until the new one is
-    complete, two runs given the same ``output`` leave one run's reports, never a mix, and the files
-    get the umask's usual permissions like the model folder. A converted model folder already in
-    ``output`` (the default demo's) is carried into the new folder (:func:`_carry_over`).
-    """
-    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
-    check_output(output)
+def report_texts(record: dict, results: dict, image_ids, primary: str, reference: str | None,
+                 class_names: list[str]) -> dict[str, str]:
+    """One model's report.json, report.md, predictions.csv and per_class.csv (and flipped.csv after a baseline
+    comparison), by file name."""
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
     # the last column: the sha256 of the bytes each image was decoded from (empty where none were read), so that
@@ -188,9 +180,29 @@ def write_reports(output: Path, record: dict, results: dict, image_ids, primary:
         if counts[c]:
             pc.append([c, name, counts[c], *[f"{m.per_class[c]:.4f}" for m in results["models"].values()]])
     texts = {"report.json": json.dumps(record, indent=2) + "\n", "report.md": markdown(record),
-             "predictions.csv": _csv(lines), "per_class.csv": _csv(pc)}
+             "predictions.csv": csv_text(lines), "per_class.csv": csv_text(pc)}
     if record.get("baseline"):
         texts[baseline_.FLIPPED_FILE] = baseline_.flipped_csv(record["baseline"])
+    return texts
+
+
+def write_reports(output: Path, record: dict, results: dict, image_ids, primary: str, reference: str | None,
+                  class_names: list[str]) -> None:
+    """One model's reports into ``output`` (:func:`report_texts`, :func:`write_texts`)."""
+    write_texts(output, report_texts(record, results, image_ids, primary, reference, class_names))
+
+
+def write_texts(output: Path, texts: dict[str, str]) -> None:
+    """Write a job's report files (by name) into ``output`` as one unit.
+
+    They are written into a new folder beside ``output`` which then replaces it whole
+    (:func:`cvt_port.atomic.staged_dir`): the previous report stays intact until the new one is
+    complete, two runs given the same ``output`` leave one run's reports, never a mix, and the files
+    get the umask's usual permissions like the model folder. A converted model folder already in
+    ``output`` (the default demo's) is carried into the new folder (:func:`_carry_over`).
+    """
+    output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
+    check_output(output)
     with staged_dir(output) as tmp:
         for name in texts:
             with open(tmp / name, "w", encoding="utf-8", newline="") as fh:
@@ -251,7 +263,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _csv(rows) -> str:
+def csv_text(rows) -> str:
     import io
 
     buf = io.StringIO()
@@ -267,7 +279,7 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
     w()
     lo, hi = record["top1_ci95"]
     w(f"{record['num_samples']} images, top-1 {record['top1']:.2f}% (95% CI {lo:.2f}-{hi:.2f}), "
-      f"{_fmt(record['images_per_second'], '.1f')} images/s after the first batch ({record['pass_seconds']:.1f} s pass) "
+      f"{fmt(record['images_per_second'], '.1f')} images/s after the first batch ({record['pass_seconds']:.1f} s pass) "
       f"on {record['world_size']} process(es)"
       + (f", ReaL top-1 {record['real_top1']:.2f}%" if record["real_top1"] is not None else ""))
     if record["num_bad_images"]:

@@ -1,130 +1,139 @@
-"""One evaluation run, following the plan one way: plan -> Trainer (device settings checked first) ->
-model folder and variant -> data -> candidate models -> Lightning validate -> torchmetrics -> gate ->
-reports. :func:`run_plan` returns an :class:`~evaluate.result.EvalResult`; it prints and writes only
+"""One evaluation job, N >= 1 models, following the plan one way: plan -> sources (every model's folder and
+variant, the images) -> models -> pixels (one preprocessing per distinct protocol) -> Lightning validate ->
+per-model results -> verdict -> reports. A run of one model is a job of one (:mod:`evaluate.job`).
+:func:`run_plan` returns an :class:`~evaluate.result.EvalResult` for one model, a
+:class:`~evaluate.result.ManyEvalResult` for several (:mod:`evaluate.job_reports`); it prints and writes only
 what the plan's :class:`~evaluate.plan.ReportSpec` asks for."""
 
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now, weights_provenance
+from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now
 
 from .baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
-from .cache_inputs import run_inputs
-from .candidates import build_candidates, tune_models
 from .gate import judge
-from .inputs import build_transforms, num_classes, prepare_data
-from .models import inspect_folder, resolve_variant
-from .numerics import (autocast_dtype, env_overrides, float32_head, float32_mode, hardware_facts, override_warnings,
-                       policy_record, sdpa_backend)
-from .plan import EvalPlan, PlanError
+from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
+from .job import reference_of, sources
+from .job_reports import ModelRun, job_result, report_job
+from .numerics import autocast_dtype, float32_mode, hardware_facts, policy_record, sdpa_backend
+from .plan import EvalPlan
 from .preflight import check_shipped_data
-from .release import ReleaseError, check_before_pass, release
-from .result import EvalResult, Prediction, RunFacts
+from .release import ReleaseError, check_before_pass
+from .result import EvalResult, ManyEvalResult, Prediction, RunFacts
 from .subset import samples_sha256
 
 
-def run_plan(plan: EvalPlan) -> EvalResult:
-    from .dataset import EvalDataset
+def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
+    """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`)."""
     from .lightning_module import EvalDataModule, EvalModule
-    from .report import build_record, check_output, print_summary, write_reports
-    from .trainer import make_trainer, run_validation
+    from .trainer import run_validation
 
-    m, d, r = plan.models, plan.data, plan.run
+    r = plan.run
     started = utc_now()
-    trainer = make_trainer(r, plan.report)  # before any loading: an impossible device setting fails fast
-    overrides = env_overrides()
-    if trainer.is_global_zero and plan.report.summary:
-        for line in override_warnings(overrides, r.tf32):
-            print(line, file=sys.stderr)
-    if plan.report.output is not None:
-        check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
-    check_before_pass(plan.report, m.model)  # --update-card/--push-to-hub: a local, writable folder; a token
-    # an earlier run to compare with: its files are read and checked before any model or data is loaded
-    baseline = read_baseline(plan.report.baseline) if plan.report.baseline is not None else None
-    folder = inspect_folder(m.model)
-    # the evaluated weights' sha256, read meanwhile (hashlib releases the GIL: a 1 GB file costs the pass nothing)
-    hashing = ThreadPoolExecutor(1, thread_name_prefix="cvt-port-sha256")
-    weights = hashing.submit(weights_provenance, folder.source, folder.is_local, folder.conversion_facts())
-    hashing.shutdown(wait=False)
-    variant = resolve_variant(m.config, folder)
-    if m.reference is not None and not Path(m.reference).exists():
-        raise PlanError("models.reference", "no such file", m.reference)
-    # a bad data path, or labels the model does not have, are reported before any model is loaded
-    # with a cache: the cache's own image list when it was built with these data flags (no walk)
-    inputs, stamps = run_inputs(d, r.cache_dir, folder.label2id, num_classes(folder, variant))
-    check_shipped_data(s.image_id for s in inputs.samples)
+    trainer, overrides, baseline = start(plan)  # device settings, output and release folders, the baseline
+    src = sources(plan, r.cache_dir)  # every model's folder and variant, the images; nothing loaded
+    check_shipped_data(s.image_id for s in src.inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
-        check_same_images(baseline, samples_sha256(inputs.samples))
-        check_same_labels(baseline, inputs.samples, str(d.source), inputs.source.layout)
-    candidates = build_candidates(m, plan.modes, folder, variant)
-    variant = candidates.variant
-    transforms = build_transforms(plan.modes, variant, folder, m.trust_remote_code)
+        check_same_images(baseline, samples_sha256(src.inputs.samples))
+        check_same_labels(baseline, src.inputs.samples, str(plan.data.source), src.inputs.source.layout)
+    weights = hash_weights(src.members)  # beside the loading and the pass
+    load_models(src.members, plan)
+    transforms = pixels(src.members, plan)
     mixed = autocast_dtype(trainer.precision)
-    heads = [c.name for c in candidates.models  # bf16/fp16-mixed: logits computed in float32 (before compile)
-             if mixed is not None and c.kind != "reference" and float32_head(c.module)]
-    tune_models(candidates, r.attention, r.compile)
-    n_classes = num_classes(folder, variant)
-
-    if r.cache_dir is not None:
-        from .cache import open_cache
-
-        dataset = open_cache(Path(r.cache_dir), inputs.samples, transforms, source=inputs.source, stamps=stamps)
-    else:
-        dataset = EvalDataset(inputs.source, inputs.samples, transforms)
-    normalizations = {mode: t.normalization for mode, t in transforms.items()}
+    candidates, heads = pass_candidates(src.members, plan, mixed)
+    dataset = open_pixels(plan, src, transforms)
     batch_size, chunk = _batch_size(r, candidates, dataset.shapes, trainer, mixed, plan.report.summary)
-    module = EvalModule(candidates.models, normalizations, n_classes, reference=candidates.reference,
-                        skip_bad_images=d.skip_bad_images, pad_to=batch_size if r.compile else None,
-                        hparams=_hparams(plan, variant, len(inputs.samples), trainer) if plan.report.loggers else None,
-                        reference_chunk=chunk)
+    module = EvalModule(candidates, {key: t.normalization for key, t in transforms.items()}, src.classes,
+                        reference=reference_of(src.members), skip_bad_images=plan.data.skip_bad_images,
+                        pad_to=batch_size if r.compile else None, reference_chunk=chunk,
+                        hparams=_hparams(plan, src, trainer) if plan.report.loggers else None)
     with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
         run_validation(trainer, module, EvalDataModule(dataset, batch_size, r.num_workers))
 
-    results = module.results
-    samples, primary, reference = inputs.samples, candidates.primary, candidates.reference
-    image_ids = [s.image_id for s in samples]
-    facts = run_facts(plan, trainer, inputs, m.model, variant, folder.config, heads, overrides)
-    full = (not inputs.is_subset and variant is not None
-            and results["models"][primary].count == variant.reference.get("num_samples"))
-    against = None
-    if baseline is not None:  # the same images by content too (their bytes are known now), then image by image
-        check_same_content(baseline, results["content"], image_ids, str(d.source), inputs.source.layout)
-        against = compare(baseline, results["rows"], image_ids, primary)
-    checks = judge(results, primary, reference, variant, full, against)  # the verdict's own step
-    hf_transform = transforms.get("hf")
-    record = build_record(results=results, primary=primary, reference=reference, run=facts,
-                          variant=variant, image_ids=image_ids, full=full, checks=checks,
-                          image_processor=hf_transform.describe() if hf_transform is not None else None,
-                          provenance=run_provenance(plan.report.command, started, weights.result()),
-                          baseline=baseline, against=against)
-    record["streaming"], record["data_revision"] = d.streaming, d.revision
     output = Path(plan.report.output) if plan.report.output is not None else None
+    if baseline is not None:  # the same images by content too (their bytes are known now)
+        check_same_content(baseline, module.results["content"], [s.image_id for s in src.inputs.samples],
+                           str(plan.data.source), src.inputs.source.layout)
+    runs = [model_run(plan, trainer, src, m, module.results, transforms, member_heads(heads, m), overrides,
+                      run_provenance(plan.report.command, started, weighed.result()), baseline, output)
+            for m, weighed in zip(src.members, weights)]
+    on_rank_zero_then_together(trainer.is_global_zero, lambda: report_job(plan, src, runs, output))
+    return job_result(src.members, [run.result for run in runs], output)
 
-    def report() -> None:
-        if output is not None:
-            class_names = [folder.config.get("id2label", {}).get(str(i), str(i)) for i in range(n_classes)]
-            write_reports(output, record, results, image_ids, primary, reference, class_names)
-        if plan.report.summary:
-            print_summary(record, output if output is not None else Path("-"))
-        # after a PASSED gate only: results on the card, the upload (rank 0, after the reports are written)
-        for line in release(plan.report, m.model, record, output, d.split, variant, primary):
-            if plan.report.summary:
-                print(line)
 
-    on_rank_zero_then_together(trainer.is_global_zero, report)
+def start(plan: EvalPlan):
+    """What is checked before any model or data is loaded: the Trainer (an impossible device setting fails fast),
+    the environment's numerics overrides (warned about), the reports' folder, the release's folder and token, and
+    an earlier run to compare with (its files read and checked). Returns (trainer, overrides, baseline)."""
+    from .numerics import env_overrides, override_warnings
+    from .report import check_output
+    from .trainer import make_trainer
+
+    trainer = make_trainer(plan.run, plan.report)
+    overrides = env_overrides()
+    if trainer.is_global_zero and plan.report.summary:
+        for line in override_warnings(overrides, plan.run.tf32):
+            print(line, file=sys.stderr)
+    if plan.report.output is not None:
+        check_output(Path(plan.report.output))  # the reports' folder is replaced whole at the end: usable?
+    for entry in plan.models.entries:  # --update-card/--push-to-hub: a local, writable folder; a token
+        check_before_pass(plan.report, entry.model)
+    baseline = read_baseline(plan.report.baseline) if plan.report.baseline is not None else None
+    return trainer, overrides, baseline
+
+
+def open_pixels(plan: EvalPlan, src: Sources, transforms: dict):
+    """The pass's dataset: the cache's pixels with ``run.cache_dir``, else the images decoded on the fly."""
+    if plan.run.cache_dir is not None:
+        from .cache import open_cache
+
+        return open_cache(Path(plan.run.cache_dir), src.inputs.samples, transforms, source=src.inputs.source,
+                          stamps=src.stamps)
+    from .dataset import EvalDataset
+
+    return EvalDataset(src.inputs.source, src.inputs.samples, transforms)
+
+
+def model_run(plan: EvalPlan, trainer, src: Sources, m: Member, results: dict, transforms: dict, heads: list[str],
+              overrides, provenance: dict, baseline, output: Path | None) -> ModelRun:
+    """One model's share of the pass: its results, record (with the gate's verdict) and predictions, exactly what
+    a run of it alone gives."""
+    from .report import build_record
+
+    d, inputs = plan.data, src.inputs
+    view = member_results(results, m)
+    image_ids = [s.image_id for s in inputs.samples]
+    primary, reference = m.candidates.primary, m.candidates.reference
+    facts = run_facts(plan, trainer, inputs, m.spec.model, m.variant, m.folder.config, heads, overrides)
+    full = (not inputs.is_subset and m.variant is not None
+            and view["models"][primary].count == m.variant.reference.get("num_samples"))
+    # the baseline's images are this run's (checked in run_plan); this model's predictions against it, image by image
+    against = compare(baseline, view["rows"], image_ids, primary) if baseline is not None else None
+    checks = judge(view, primary, reference, m.variant, full, against)  # the verdict's own step
+    hf = transforms.get(m.keys.get("hf", ""))
+    record = build_record(results=view, primary=primary, reference=reference, run=facts, variant=m.variant,
+                          image_ids=image_ids, full=full, checks=checks,
+                          image_processor=hf.describe() if hf is not None else None,
+                          provenance=provenance, baseline=baseline, against=against)
+    record["streaming"], record["data_revision"] = d.streaming, d.revision
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
-                        for idx, label, top in results["rows"])
-    return EvalResult(record, predictions, primary, reference, output)
+                        for idx, label, top in view["rows"])
+    return ModelRun(m, view, EvalResult(record, predictions, primary, reference, output))
 
 
-def _hparams(plan: EvalPlan, variant, images: int, trainer) -> dict:
-    """The run's settings as the loggers' hyperparameters (plain values)."""
-    m, d, r = plan.models, plan.data, plan.run
-    return {"model": str(m.model), "variant": variant.name if variant else None,
-            "reference": str(m.reference) if m.reference else None, "data": str(d.source), "images": images,
+def _hparams(plan: EvalPlan, src: Sources, trainer) -> dict:
+    """The job's settings as the loggers' hyperparameters (plain values): one model's folder, variant and
+    reference, or every model's folder."""
+    d, r, members = plan.data, plan.run, src.members
+    if len(members) == 1:
+        m = members[0].spec
+        which = {"model": str(m.model), "variant": members[0].variant.name if members[0].variant else None,
+                 "reference": str(m.reference) if m.reference else None}
+    else:
+        which = {"models": [m.spec.model for m in members]}
+    return {**which, "data": str(d.source), "images": len(src.inputs.samples),
             "subset": d.subset, "seed": d.seed, "preprocessing": d.preprocessing.value,
             "precision": str(trainer.precision), "attention": r.attention, "compile": bool(r.compile),
             "tf32": bool(r.tf32), "batch_size": r.batch_size, "world_size": trainer.world_size}
@@ -133,7 +142,7 @@ def _hparams(plan: EvalPlan, variant, images: int, trainer) -> dict:
 def run_facts(plan: EvalPlan, trainer, inputs, model: str, variant, config: dict, heads: list[str],
               overrides) -> RunFacts:
     """How one model's run was made (report.json's settings part): the same for a run alone and for each model of
-    a several-models job (:mod:`evaluate.several_models`), so that their records agree field for field."""
+    a several-models job, so that their records agree field for field."""
     d, r, samples = plan.data, plan.run, inputs.samples
     pre = variant.preprocessing if variant else None
     from .trainer import cluster_environment
@@ -183,17 +192,12 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
             if not (dist.is_available() and dist.is_initialized()):
                 raise
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from .peers import collective_failed
-
         box = [error]
-        try:
-            dist.broadcast_object_list(box, src=0)
-            error = box[0]
-            # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
-            # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
-            dist.barrier()
-        except RuntimeError as exc:  # a peer died (evaluate.peers): one line, exit 3
-            raise collective_failed(exc) from None
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+        # The run is over: close the group on every rank together. Left to the interpreter's exit, a rank whose
+        # peer has already gone can abort (SIGABRT) in gloo's destructor instead of exiting with its status.
+        dist.barrier()
         dist.destroy_process_group()
     if error is not None:
         kind, message = error
@@ -209,7 +213,7 @@ def _batch_size(r, candidates, shapes, trainer, mixed, summary: bool) -> tuple[i
     from .memory import auto_batch
 
     with float32_mode(r.tf32):
-        batch, chunk = auto_batch(candidates.models, shapes, trainer.strategy.root_device, mixed)
+        batch, chunk = auto_batch(candidates, shapes, trainer.strategy.root_device, mixed)
     chunk = r.reference_chunk if r.reference_chunk is not None else chunk
     if summary and trainer.is_global_zero:
         print(f"batch size auto: {batch} per device on {trainer.strategy.root_device}"
@@ -237,15 +241,13 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
 
 
 def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
-    """Decode and resize the plan's images once into ``cache_dir``: (the cache, images, modes)."""
+    """Decode and resize the plan's images once into ``cache_dir``, one preprocessing per distinct protocol of its
+    models: (the cache, images, pixel keys)."""
     from .allocation import read_allocation
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
-    folder = inspect_folder(plan.models.model)
-    variant = resolve_variant(plan.models.config, folder)
-    inputs = prepare_data(plan.data, folder.label2id, num_classes(folder, variant))
-    transforms = build_transforms(plan.modes, variant, folder, plan.models.trust_remote_code)
-    return build_cache_of(plan, cache_dir, inputs, transforms, alloc, overwrite)
+    src = sources(plan)
+    return build_cache_of(plan, cache_dir, src.inputs, pixels(src.members, plan), alloc, overwrite)
 
 
 def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc,

@@ -202,3 +202,32 @@ def test_no_import_circles_no_argparse_outside_the_clis_no_long_files():
     assert with_argparse <= CLI_MODULES
     long_files = {str(p.relative_to(REPO)): n for p in _sources() if (n := len(p.read_text().splitlines())) > 500}
     assert long_files == {}
+
+
+def test_every_plan_field_is_a_keyword_of_evaluate_model_and_a_flag_of_the_cli():
+    """Issue 20.4: the API and the CLI are made from the plan's fields; a field without a keyword or a flag (as
+    label_numbering and devkit_map once were) fails here unless it is listed, with its reason, as none."""
+    import inspect
+
+    from evaluate import api, cli
+    from evaluate.plan_values import plan_fields
+
+    keywords = set(inspect.signature(evaluate_model).parameters)
+    options = {o for a in cli.build_parser()._actions for o in a.option_strings}
+    fields = plan_fields()
+    assert {"data.label_numbering", "data.devkit_map", "models.reference"} <= set(fields)
+    for name in fields:
+        assert name in api.NOT_KEYWORDS or api.KEYWORDS.get(name, name.split(".")[1]) in keywords, name
+        assert name in cli.NOT_FLAGS or cli.FLAGS.get(name) in options, name
+    assert len(keywords) == len(fields) - len(api.NOT_KEYWORDS)
+
+
+def test_label_numbering_and_devkit_map_reach_the_plan_from_the_api(tmp_path, monkeypatch):
+    """They were missing from evaluate_model: the keywords now reach the plan's data part."""
+    seen = {}
+    monkeypatch.setattr("evaluate.api.run_plan", lambda plan: seen.setdefault("plan", plan))
+    evaluate_model(model="m", data="d", label_numbering="devkit", devkit_map=str(tmp_path / "map.txt"), subset=3)
+    data = seen["plan"].data
+    assert (data.label_numbering, data.devkit_map, data.subset) == ("devkit", tmp_path / "map.txt", 3)
+    assert seen["plan"].report.command == (f"evaluate_model(model='m', data='d', label_numbering='devkit', "
+                                          f"devkit_map='{tmp_path / 'map.txt'}', subset=3)")

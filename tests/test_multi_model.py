@@ -205,3 +205,14 @@ def test_batch_size_auto_serves_the_job(job):
     many = evaluate_model(model=[(f["a"], cfg["a"]), (f["b"], cfg["b"])], data=job["val"],
                           **{**CPU, "batch_size": "auto"})
     assert [run.predictions for run in many.runs] == [job["many"].runs[0].predictions, job["many"].runs[1].predictions]
+
+
+def test_bf16_records_float32_heads_by_row_name_as_a_run_alone(job):
+    """Issue 19.10: under bf16-mixed each model's record names its float32 head by its row (``converted``), as a run
+    of it alone does, not by the job's internal candidate name (``b/converted``)."""
+    f, cfg = job["folders"], job["cfg"]
+    bf16 = dict(CPU, precision="bf16-mixed", subset=10)
+    alone = evaluate_model(model=f["b"], config=cfg["b"], data=job["val"], **bf16)
+    many = evaluate_model(model=[(f["a"], cfg["a"]), (f["b"], cfg["b"])], data=job["val"], **bf16)
+    assert alone.record["numerics"]["float32_head"] == ["converted"]
+    assert [run.record["numerics"] for run in many.runs] == [alone.record["numerics"]] * 2

@@ -65,8 +65,8 @@ def test_the_previous_report_stays_whole_when_a_run_fails_while_writing(tmp_path
             raise KeyboardInterrupt
         return original(rows)
 
-    original = report._csv
-    monkeypatch.setattr(report, "_csv", csv_then_crash)
+    original = report.csv_text
+    monkeypatch.setattr(report, "csv_text", csv_then_crash)
     with pytest.raises(KeyboardInterrupt):
         write(out, "second")
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before
