@@ -6,8 +6,8 @@ named), shared helpers for timing (``timing``: the measured process runner, the 
 ratios, targets) and reporting (``report``: the table, results.json), the run's plan and workspace
 (``workspace``), the driver (``suite``) and its command line (``cli``, the only module that parses flags), and
 the processes they time, each a real module: ``bare_loop``, ``baseline_convert``, ``import_floor`` and the
-measuring middleman ``measure``. Random checkpoints and photos come from the repository's ``synthetic``
-package, which the tests use too. See :mod:`benchmarks.suite`.
+measuring middleman ``measure``. Random checkpoints and photos come from ``benchmarks.synthetic``, a
+package the tests use too. See :mod:`benchmarks.suite`.
 
 This file stays free of imports: ``python -S -m benchmarks.measure`` runs without site-packages.
 """

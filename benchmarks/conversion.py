@@ -54,7 +54,7 @@ def _baseline(ws: Workspace, r: int, path) -> dict:
 
 def run(ws: Workspace, sections: dict) -> dict:
     from cvt_port.variants import TESTING_CONFIGS_DIR, get_variant
-    from synthetic.checkpoints import save_release_checkpoint
+    from benchmarks.synthetic.checkpoints import save_release_checkpoint
 
     p = ws.plan
     conv_dir = ws.work / "conversion"

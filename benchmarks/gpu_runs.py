@@ -142,13 +142,13 @@ def harness(m: dict, *, device: str, num_workers: int, flags: dict, cache: bool,
 def prepare(root: Path, label: str, config: str, *, images: int, batch: int, photo_size: tuple[int, int],
             device: str, num_workers: int) -> dict:
     """In ``root``: random weights in the release format whose predictions the image decides
-    (:mod:`synthetic.checkpoints`, the head probed on ``device``), their conversion, ``images`` generated photos
-    of ``photo_size`` (:mod:`synthetic.photos`) and their cache."""
+    (:mod:`benchmarks.synthetic.checkpoints`, the head probed on ``device``), their conversion, ``images`` generated photos
+    of ``photo_size`` (:mod:`benchmarks.synthetic.photos`) and their cache."""
     import cvt_port
     from cvt_port.variants import get_variant
     from evaluate.api import DataSpec, EvalPlan, ModelSpec, ReportSpec, RunSpec, build_cache
-    from synthetic.checkpoints import random_reference, save_state, spread_head_
-    from synthetic.photos import write_imagenet_val
+    from benchmarks.synthetic.checkpoints import random_reference, save_state, spread_head_
+    from benchmarks.synthetic.photos import write_imagenet_val
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)

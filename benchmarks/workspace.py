@@ -1,7 +1,7 @@
 """What every benchmark shares: the plan of a run (sizes, repeats) and the workspace it runs in.
 
 The workspace makes, once per run, a randomly initialised model in the release format
-(:mod:`synthetic.checkpoints`, as the tests' models) and its conversion (the figures are about speed and
+(:mod:`benchmarks.synthetic.checkpoints`, as the tests' models) and its conversion (the figures are about speed and
 exactness, not accuracy) and links the photos into the work folder; it runs
 the product the way a user does, ``python -m evaluate ...`` (:meth:`Workspace.harness`), and the bare model
 loop, ``python -m benchmarks.bare_loop`` (:meth:`Workspace.bare`), both under the measured process runner.
@@ -126,7 +126,7 @@ class Workspace:
 
         import cvt_port
         from cvt_port.variants import get_variant
-        from synthetic.checkpoints import save_release_checkpoint
+        from benchmarks.synthetic.checkpoints import save_release_checkpoint
 
         hf_logging.disable_progress_bar()  # "Writing model shards" bars of save_pretrained
         t0 = time.perf_counter()

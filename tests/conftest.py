@@ -1,4 +1,4 @@
-"""Shared fixtures: original-format checkpoints the tests make themselves (random, seeded: :mod:`synthetic`)."""
+"""Shared fixtures: original-format checkpoints the tests make themselves (random, seeded: :mod:`benchmarks.synthetic`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # synthetic/ and benchmarks/ are not installed: they are imported from the checkout
+if str(REPO) not in sys.path:  # benchmarks/ (with its synthetic makers) is not installed: they are imported from the checkout
     sys.path.append(str(REPO))  # (appended: an installed cvt_port or evaluate still comes first)
 
-from synthetic.checkpoints import save_release_checkpoint  # noqa: E402,F401  (the tests import it from here)
+from benchmarks.synthetic.checkpoints import save_release_checkpoint  # noqa: E402,F401  (the tests import it from here)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ import cvt_port
 from cvt_port.labels import imagenet_wnids
 from cvt_port.reference import OriginalCvT
 from cvt_port.variants import TESTING_CONFIGS_DIR, load_variant_file
-from synthetic.checkpoints import random_reference, save_state
+from benchmarks.synthetic.checkpoints import random_reference, save_state
 
 CLASSES = [100 * i for i in range(10)]  # ImageNet class indices the colours stand for
 PALETTE = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200), (40, 210, 210),

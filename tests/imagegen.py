@@ -1,6 +1,6 @@
 """Folders of real image files for tests (ImageFolder, ILSVRC and flat layouts; corrupt and truncated files).
 
-The images themselves come from :mod:`synthetic.photos`, the one maker of photo-like images that the
+The images themselves come from :mod:`benchmarks.synthetic.photos`, the one maker of photo-like images that the
 benchmarks use too; its writers are imported here for the tests that take them from this module.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from synthetic.photos import (  # noqa: F401  (re-exported: the tests import them from here)
+from benchmarks.synthetic.photos import (  # noqa: F401  (re-exported: the tests import them from here)
     jpeg_bytes,
     synthetic_image,
     write_image,

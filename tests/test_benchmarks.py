@@ -273,4 +273,4 @@ def test_the_command_line_is_the_only_module_that_parses_flags():
     """argparse only where flags are parsed: the package's command line and the timed processes' entry points."""
     parsers = sorted(f.name for f in (REPO / "benchmarks").glob("*.py") if "argparse" in f.read_text())
     assert parsers == ["bare_loop.py", "cli.py"]
-    assert "argparse" not in (REPO / "synthetic" / "checkpoints.py").read_text()
+    assert "argparse" not in (REPO / "benchmarks" / "synthetic" / "checkpoints.py").read_text()

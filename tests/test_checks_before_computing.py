@@ -39,7 +39,7 @@ def evaluate(capfd, model, config, data, output):
 
 
 def test_output_that_is_a_file_is_refused_before_any_model_is_loaded(tiny, data, tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr("evaluate.run.inspect_folder", lambda *a: pytest.fail("the model was read"))
+    monkeypatch.setattr("evaluate.job.inspect_folder", lambda *a: pytest.fail("the model was read"))
     out = tmp_path / "report.json"
     out.write_text("{}")
     code, err = evaluate(capfd, tiny["hf"], tiny["yaml"], data, out)
@@ -48,7 +48,7 @@ def test_output_that_is_a_file_is_refused_before_any_model_is_loaded(tiny, data,
 
 
 def test_output_in_a_read_only_folder_is_refused_before_any_model_is_loaded(tiny, data, tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr("evaluate.run.inspect_folder", lambda *a: pytest.fail("the model was read"))
+    monkeypatch.setattr("evaluate.job.inspect_folder", lambda *a: pytest.fail("the model was read"))
     with read_only_folder(tmp_path / "ro") as ro:
         code, err = evaluate(capfd, tiny["hf"], tiny["yaml"], data, ro / "reports")
         assert code == 2 and len(err) == 1, err

@@ -1,4 +1,4 @@
-"""synthetic/: the one maker of random release checkpoints and of photo-like images that tests and benchmarks
+"""benchmarks/synthetic/: the one maker of random release checkpoints and of photo-like images that tests and benchmarks
 share. A plain random checkpoint is the release format (a state dict OriginalCvT loads); an image-dependent one
 gives different photos different classes, which the figures of the benchmarks and tests rely on."""
 
@@ -9,8 +9,8 @@ import torch
 from benchmarks.workspace import tiny_config
 from cvt_port.reference import OriginalCvT
 from cvt_port.variants import get_variant
-from synthetic.checkpoints import random_reference, save_release_checkpoint, spread_head_
-from synthetic.photos import synthetic_rgb
+from benchmarks.synthetic.checkpoints import random_reference, save_release_checkpoint, spread_head_
+from benchmarks.synthetic.photos import synthetic_rgb
 
 
 def _top1(model, variant, seeds) -> list[int]:

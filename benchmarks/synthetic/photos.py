@@ -2,7 +2,7 @@
 
 The content is a smooth random colour field plus noise, its own per seed: resizing and cropping have something
 to change, a one-pixel shift shows, and a model whose predictions depend on the image gives different images
-different classes (:func:`synthetic.checkpoints.spread_head_` probes it for that). Sizes vary, so aspect-ratio
+different classes (:func:`benchmarks.synthetic.checkpoints.spread_head_` probes it for that). Sizes vary, so aspect-ratio
 rules are exercised; :func:`write_photo_like_set` mimics a sample of ImageNet's validation photos.
 """
 

@@ -1,5 +1,5 @@
 """Synthetic inputs the tests and the benchmarks share: random original-format checkpoints
-(:mod:`synthetic.checkpoints`) and photo-like images (:mod:`synthetic.photos`).
+(:mod:`benchmarks.synthetic.checkpoints`) and photo-like images (:mod:`benchmarks.synthetic.photos`).
 
 Why a top-level package of the repository and not part of ``cvt_port`` or ``evaluate``: a converter's or an
 evaluator's user has real checkpoints and real photos; these makers exist to exercise the code without them,
