@@ -45,7 +45,7 @@ def compare_reports(a: Path, b: Path) -> dict:
 
 def loader_throughput(dataset, batch_size: int, workers: int) -> float:
     """Images per second of the harness's own DataLoader (EvalDataModule, no trainer), start to end."""
-    from evaluate.lightning_module import EvalDataModule
+    from evaluate.validation.lightning_module import EvalDataModule
 
     t0 = time.perf_counter()
     n = 0
@@ -56,11 +56,11 @@ def loader_throughput(dataset, batch_size: int, workers: int) -> float:
 
 def _datasets(ws: Workspace, cache_dir: Path, cache_built: bool):
     """(the JPEG dataset, the cache dataset or None) of the workspace's photos, as the harness builds them."""
-    from evaluate.cache import open_cache
-    from evaluate.dataset import EvalDataset
-    from evaluate.layouts import discover
-    from evaluate.models import inspect_folder
-    from evaluate.preprocess import ReleaseTransform
+    from evaluate.pixels.cache import open_cache
+    from evaluate.pixels.dataset import EvalDataset
+    from evaluate.sources.layouts import discover
+    from evaluate.models.folders import inspect_folder
+    from evaluate.pixels.preprocess import ReleaseTransform
 
     source = discover(ws.photos, label2id=inspect_folder(str(ws.hf)).label2id)
     samples = list(source.samples)

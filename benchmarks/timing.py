@@ -200,7 +200,7 @@ def time_loop(model_dir: str, img_size: int, images: int, batch_sizes: list[int]
 
     import cvt_port
     from cvt_port.attention import set_attention
-    from evaluate.numerics import float32_mode
+    from evaluate.runtime.numerics import float32_mode
 
     dev = torch.device(device)
     t0 = time.perf_counter()

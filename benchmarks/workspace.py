@@ -93,7 +93,7 @@ def tiny_config(folder: Path) -> Path:
 def link_photos(source_dir: Path, n: int, dest: Path) -> Path:
     """``dest/val/<wnid>/...``: the first ``n`` photos of ``source_dir`` (cycling through them again, under
     other names, when ``n`` exceeds their number) as symbolic links to the originals."""
-    from evaluate.layouts import discover
+    from evaluate.sources.layouts import discover
 
     files = sorted(Path(s.ref) for s in discover(source_dir).samples if isinstance(s.ref, str))
     if not files:

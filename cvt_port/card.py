@@ -3,7 +3,7 @@
 Why the API and not a text template: the Hub reads the card's YAML header (license, base model,
 datasets, tags, later ``model-index``), and ``ModelCardData`` writes it the way the Hub parses it.
 The card is built in one place so that later steps extend it rather than rewrite it: an evaluation
-that passed its gate (``python -m evaluate --update-card``, :mod:`evaluate.release`) loads the card
+that passed its gate (``python -m evaluate --update-card``, :mod:`evaluate.reports.release`) loads the card
 (``ModelCard.load``), puts its ``EvalResult`` entries in ``card.data.eval_results`` (replacing earlier
 results on the same dataset and split) and replaces the file; the converter never writes results it did
 not measure.

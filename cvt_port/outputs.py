@@ -39,7 +39,7 @@ def check_output_folder(folder: str | Path, label: str = "") -> Path:
     if not ancestor.is_dir():
         raise BadInput(f"{label}{folder}: {ancestor} is not a folder; choose another path")
     try:
-        # named like our temporary folders (".<name>.tmp-"), which evaluate.report.check_output knows as ours
+        # named like our temporary folders (".<name>.tmp-"), which evaluate.reports.report.check_output knows as ours
         os.rmdir(tempfile.mkdtemp(prefix=".cvt-port-write-test.tmp-", dir=ancestor))
     except OSError as exc:
         raise BadInput(f"{label}{folder}: cannot write in {ancestor}: {exc.strerror or type(exc).__name__}; "

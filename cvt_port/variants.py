@@ -84,7 +84,7 @@ class Variant:
     pretrained_on: str | None = None
     labels: Any = "imagenet-1k"  # "imagenet-1k" or an explicit list of class names
     reference: dict = field(default_factory=dict)
-    gate: dict = field(default_factory=dict)  # as the file says it; evaluate.gate_settings adds the defaults
+    gate: dict = field(default_factory=dict)  # as the file says it; evaluate.verdict.gate_settings adds the defaults
     path: Path | None = None
 
     @property
@@ -182,7 +182,7 @@ _TOP_KEYS = ("name", "release_file", "hub_id", "pretrained_on", "architecture", 
              "reference", "gate")
 _REFERENCE_KEYS = ("top1", "top5", "source", "dataset", "num_samples")
 # What a file may say under ``gate:``; what applies when it says nothing is the gate's business
-# (evaluate.gate_settings, the defaults' one home).
+# (evaluate.verdict.gate_settings, the defaults' one home).
 GATE_KEYS = ("top1_tolerance", "min_agreement", "detectable_drop", "baseline_top1_tolerance", "baseline_max_flipped",
              "power", "alpha")
 

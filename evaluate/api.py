@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from .interrupts import Interrupted
+from .runtime.interrupts import Interrupted
 from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKind, ModelSpec, PlanError, Preprocessing,
                    ReportSpec, RunSpec)
 from .plan_values import field_default, plan_fields, plan_parts
@@ -60,7 +60,7 @@ def evaluate_model(**options) -> EvalResult | ManyEvalResult:
     """Evaluate ``model`` on ``data``: one keyword per plan field (the CLI's flags; see ``help(evaluate_model)`` or
     :data:`KEYWORDS`). Nothing is written unless ``output`` names a folder; nothing is printed but Lightning's
     progress bar unless ``summary``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
-    ``revision``) release after a PASSED gate only (:mod:`evaluate.release`); an upload that fails after a pass
+    ``revision``) release after a PASSED gate only (:mod:`evaluate.reports.release`); an upload that fails after a pass
     raises ``ReleaseError``. ``baseline``: an earlier run's output folder to compare with
     (``result.record["baseline"]``).
 

@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def outcome(work) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
-    from .interrupts import Interrupted, sigterm_raises
-    from .peers import PeerDied
-    from .release import ReleaseError
+    from .runtime.interrupts import Interrupted, sigterm_raises
+    from .runtime.peers import PeerDied
+    from .reports.release import ReleaseError
 
     try:
         with sigterm_raises():
@@ -316,7 +316,7 @@ def cache_verify(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def work() -> int:
-        from .cache import verify_cache
+        from .pixels.cache import verify_cache
 
         report = verify_cache(args.cache_dir)
         print("\n".join(report.lines()))

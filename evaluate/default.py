@@ -19,7 +19,7 @@ from cvt_port.variants import get_variant
 
 from cvt_port.atomic import locked
 
-from .allocation import launch_id, process_start_time, resolve_devices
+from .runtime.allocation import launch_id, process_start_time, resolve_devices
 from .plan import DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelSpec, ReportSpec, RunSpec
 
 BUNDLED = Path(__file__).resolve().parent / "bundled"

@@ -7,7 +7,7 @@ model gets the record, verdict and predictions a run of it alone would give.
 (the same release settings: size, crop, interpolation, normalisation; or the same image processor) share its
 pixels; models of other settings (a 224 and a 384 variant) get their own preprocessing of the same decoded
 image, under a pixel key of their own (``release``, ``release-2``, ...): one pass, one decode, one resize per
-distinct protocol, never one per model. :class:`~evaluate.lightning_module.EvalModule` runs every candidate of
+distinct protocol, never one per model. :class:`~evaluate.validation.lightning_module.EvalModule` runs every candidate of
 every model, each on its own preprocessing of a batch; where the job has several models their candidates are
 named ``<name>/<row>`` (``cvt-13-224/converted``) for the pass, and the results are split back per model
 afterwards under the rows' own names (:func:`member_results`).
@@ -28,11 +28,12 @@ from pathlib import Path
 from cvt_port.provenance import weights_provenance
 from cvt_port.variants import Variant
 
-from .cache_inputs import run_inputs
-from .cache_key import describe_transform, sha256_json
-from .candidates import Candidates, build_candidates, tune_models
-from .inputs import Inputs, build_transforms, num_classes
-from .models import Candidate, LoadedFolder, inspect_folder, resolve_variant
+from .pixels.cache_inputs import run_inputs
+from .pixels.cache_key import describe_transform, sha256_json
+from .models.candidates import Candidates, build_candidates, tune_models
+from .pixels.transforms import build_transforms
+from .sources.inputs import Inputs, num_classes
+from .models.folders import Candidate, LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
 
 
@@ -152,8 +153,8 @@ def pass_candidates(members: list[Member], plan: EvalPlan, mixed) -> tuple[list[
     """Every model's candidates as the pass runs them (named, reading their group's pixels), and under bf16/fp16
     autocast (``mixed``) the names of those whose logits are computed in float32. The heads are wrapped before
     torch.compile (a compiled graph would not see the wrapper), then the attention and compile settings apply."""
-    from .lightning_module import module_key
-    from .numerics import float32_head
+    from .validation.lightning_module import module_key
+    from .runtime.numerics import float32_head
 
     rows = [(i, m, c) for i, m in enumerate(members) for c in m.candidates.models]
     names = [c.name if len(members) == 1 else f"{m.name}/{c.name}" for _, m, c in rows]

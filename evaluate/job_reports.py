@@ -1,12 +1,12 @@
 """A job's outcome: what :func:`evaluate.api.run_plan` returns, the report files and the terminal summary.
 
-A job of one model keeps a run's flat files (:func:`evaluate.report.report_texts`) and returns its
+A job of one model keeps a run's flat files (:func:`evaluate.reports.report.report_texts`) and returns its
 :class:`~evaluate.result.EvalResult`. A job of several models writes report.json as ``{"gate": worst, "runs":
 [record, ...]}`` (each record exactly the one-model record), report.md as one table of every model then each
 model's section, predictions.csv and per_class.csv with one column per model row, and returns a
 :class:`~evaluate.result.ManyEvalResult`; its verdict and exit status are the worst model's (fail > not made >
 pass, :func:`evaluate.result.worst_verdict`). Either way the files are written as one unit
-(:func:`evaluate.report.write_texts`).
+(:func:`evaluate.reports.report.write_texts`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .job import Member, Sources
-from .release import release
-from .report import csv_text, fmt, markdown, print_summary, report_texts, write_texts
+from .reports.release import release
+from .reports.report import csv_text, fmt, markdown, print_summary, report_texts, write_texts
 from .result import EvalResult, ManyEvalResult, exit_status, worst_verdict
 
 
@@ -103,7 +103,7 @@ def table(record: dict, names: list[str]) -> list[str]:
 
 
 def print_job_summary(runs: list[ModelRun], output: Path, stream=None) -> None:
-    """The terminal summary: one model's (:func:`evaluate.report.print_summary`), or the job's table and each
+    """The terminal summary: one model's (:func:`evaluate.reports.report.print_summary`), or the job's table and each
     model's checks."""
     if len(runs) == 1:
         print_summary(runs[0].result.record, output, stream)

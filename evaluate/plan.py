@@ -182,11 +182,11 @@ def _positive(value: str | None) -> int | None:
 class RunSpec:
     """How to run: Lightning's device settings and the speed options."""
 
-    batch_size: int | Literal["auto"] = 64  # "auto": the largest power of two that fits the device (evaluate.memory)
+    batch_size: int | Literal["auto"] = 64  # "auto": the largest power of two that fits the device (evaluate.validation.memory)
     num_workers: int = field(default_factory=default_num_workers)
     accelerator: str = "auto"
     devices: int | str = "auto"
-    num_nodes: int | None = None  # None: the launcher's nodes (SLURM, torchrun), else 1 (evaluate.allocation)
+    num_nodes: int | None = None  # None: the launcher's nodes (SLURM, torchrun), else 1 (evaluate.runtime.allocation)
     strategy: str = "auto"
     precision: str = "32-true"
     cache_dir: Path | None = None
@@ -202,7 +202,7 @@ class ReportSpec:
 
     output: Path | None = DEFAULT_OUTPUT
     summary: bool = True
-    # after a PASSED gate only (evaluate.release): the results into the model folder's card, and/or one Hub commit
+    # after a PASSED gate only (evaluate.reports.release): the results into the model folder's card, and/or one Hub commit
     # of the folder, the card with the results and the reports; create_pr/private/revision shape that commit
     update_card: bool = False
     push_to_hub: str | None = None
@@ -214,7 +214,7 @@ class ReportSpec:
     # and replaced whole at the end
     loggers: tuple[str, ...] = ()
     log_dir: Path = DEFAULT_LOG_DIR
-    # An earlier run's output folder to compare this run's predictions with (evaluate.baseline). A report-side
+    # An earlier run's output folder to compare this run's predictions with (evaluate.verdict.baseline). A report-side
     # field: it changes neither what is evaluated nor how, only what the reports compare and the gate checks.
     baseline: Path | None = None
     # What made the run, recorded in report.json's provenance: the command line (the CLI passes it as text:
@@ -289,7 +289,7 @@ def check_several_models(plan: EvalPlan) -> None:
 
 
 def check_release_plan(report) -> None:
-    """The release options (``evaluate.release``), as far as the plan alone says: options that need
+    """The release options (``evaluate.reports.release``), as far as the plan alone says: options that need
     ``report.push_to_hub``, the repo id's syntax, and somewhere for the reports that are uploaded."""
     if report.push_to_hub is None:
         lone = [f for f in ("create_pr", "private") if getattr(report, f)]

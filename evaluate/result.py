@@ -52,7 +52,7 @@ class RunFacts:
     devices: int
     world_size: int
     cluster_environment: str | None
-    # the numerics policy (evaluate.numerics.policy_record) and the hardware and libraries that ran it
+    # the numerics policy (evaluate.runtime.numerics.policy_record) and the hardware and libraries that ran it
     numerics: dict | None = None
     hardware: dict | None = None
 

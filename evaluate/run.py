@@ -12,23 +12,23 @@ from pathlib import Path
 
 from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now
 
-from .baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
-from .gate import judge
+from .verdict.baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
+from .verdict.gate import judge
 from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
 from .job import reference_of, sources
 from .job_reports import ModelRun, job_result, report_job
-from .numerics import autocast_dtype, float32_mode, hardware_facts, policy_record, sdpa_backend
+from .runtime.numerics import autocast_dtype, float32_mode, hardware_facts, policy_record, sdpa_backend
 from .plan import EvalPlan
-from .preflight import check_shipped_data
-from .release import ReleaseError, check_before_pass
+from .sources.preflight import check_shipped_data
+from .reports.release import ReleaseError, check_before_pass
 from .result import EvalResult, ManyEvalResult, Prediction, RunFacts
-from .subset import samples_sha256
+from .sources.subset import samples_sha256
 
 
 def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`)."""
-    from .lightning_module import EvalDataModule, EvalModule
-    from .trainer import run_validation
+    from .validation.lightning_module import EvalDataModule, EvalModule
+    from .validation.trainer import run_validation
 
     r = plan.run
     started = utc_now()
@@ -67,9 +67,9 @@ def start(plan: EvalPlan):
     """What is checked before any model or data is loaded: the Trainer (an impossible device setting fails fast),
     the environment's numerics overrides (warned about), the reports' folder, the release's folder and token, and
     an earlier run to compare with (its files read and checked). Returns (trainer, overrides, baseline)."""
-    from .numerics import env_overrides, override_warnings
-    from .report import check_output
-    from .trainer import make_trainer
+    from .runtime.numerics import env_overrides, override_warnings
+    from .reports.report import check_output
+    from .validation.trainer import make_trainer
 
     trainer = make_trainer(plan.run, plan.report)
     overrides = env_overrides()
@@ -87,11 +87,11 @@ def start(plan: EvalPlan):
 def open_pixels(plan: EvalPlan, src: Sources, transforms: dict):
     """The pass's dataset: the cache's pixels with ``run.cache_dir``, else the images decoded on the fly."""
     if plan.run.cache_dir is not None:
-        from .cache import open_cache
+        from .pixels.cache import open_cache
 
         return open_cache(Path(plan.run.cache_dir), src.inputs.samples, transforms, source=src.inputs.source,
                           stamps=src.stamps)
-    from .dataset import EvalDataset
+    from .pixels.dataset import EvalDataset
 
     return EvalDataset(src.inputs.source, src.inputs.samples, transforms)
 
@@ -100,7 +100,7 @@ def model_run(plan: EvalPlan, trainer, src: Sources, m: Member, results: dict, t
               overrides, provenance: dict, baseline, output: Path | None) -> ModelRun:
     """One model's share of the pass: its results, record (with the gate's verdict) and predictions, exactly what
     a run of it alone gives."""
-    from .report import build_record
+    from .reports.report import build_record
 
     d, inputs = plan.data, src.inputs
     view = member_results(results, m)
@@ -145,7 +145,7 @@ def run_facts(plan: EvalPlan, trainer, inputs, model: str, variant, config: dict
     a several-models job, so that their records agree field for field."""
     d, r, samples = plan.data, plan.run, inputs.samples
     pre = variant.preprocessing if variant else None
-    from .trainer import cluster_environment
+    from .validation.trainer import cluster_environment
 
     return RunFacts(
         model=model,
@@ -207,10 +207,10 @@ def on_rank_zero_then_together(is_global_zero: bool, work) -> None:
 
 
 def _batch_size(r, candidates, shapes, trainer, mixed, summary: bool) -> tuple[int, int | None]:
-    """The batch size and reference chunk of the pass; ``auto`` probes the device first (evaluate.memory)."""
+    """The batch size and reference chunk of the pass; ``auto`` probes the device first (evaluate.validation.memory)."""
     if r.batch_size != "auto":
         return r.batch_size, r.reference_chunk
-    from .memory import auto_batch
+    from .validation.memory import auto_batch
 
     with float32_mode(r.tf32):
         batch, chunk = auto_batch(candidates, shapes, trainer.strategy.root_device, mixed)
@@ -243,7 +243,7 @@ def _hardware(trainer, attention: str, dtype, config: dict, img_size: int | None
 def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """Decode and resize the plan's images once into ``cache_dir``, one preprocessing per distinct protocol of its
     models: (the cache, images, pixel keys)."""
-    from .allocation import read_allocation
+    from .runtime.allocation import read_allocation
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
     src = sources(plan)
@@ -253,11 +253,11 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) ->
 def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc,
                    overwrite: bool = False) -> tuple[Path, int, list[str]]:
     """The cache of these images under these transforms. Under srun or torchrun (``alloc``) every process decodes
-    its share and one assembles the cache (:mod:`evaluate.cache_parts`); the data flags are recorded with it, so
+    its share and one assembles the cache (:mod:`evaluate.pixels.cache_parts`); the data flags are recorded with it, so
     that runs with the same flags take its image list instead of walking the data."""
-    from .allocation import launch_id
-    from .cache import build_cache
-    from .cache_inputs import selection
+    from .runtime.allocation import launch_id
+    from .pixels.cache import build_cache
+    from .pixels.cache_inputs import selection
 
     out = build_cache(Path(cache_dir), inputs.source, inputs.samples, transforms,
                       num_workers=plan.run.num_workers, skip_bad_images=plan.data.skip_bad_images,

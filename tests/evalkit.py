@@ -54,7 +54,7 @@ def _fit_colour_head(model: OriginalCvT, variant) -> None:
     """Least squares on the model's features of 12 images per colour: head rows of CLASSES read colour;
     every other class keeps its random row, 3 logits lower (logits of a few units: float32 noise stays
     far below 1e-5)."""
-    from evaluate.preprocess import ReleaseTransform
+    from evaluate.pixels.preprocess import ReleaseTransform
 
     tr = ReleaseTransform(variant.preprocessing)
     imgs, y = [], []
@@ -94,7 +94,7 @@ def make_half_right_imagefolder(root: Path) -> dict[str, int]:
     counts it right), one without ReaL labels (left out of ReaL) or one of its folder's class (wrong
     for ReaL too). Returns image id -> the
     class its colour stands for."""
-    from evaluate.real_labels import load_real_labels
+    from evaluate.sources.real_labels import load_real_labels
 
     pools: dict = {c: [] for c in CLASSES}
     unlabelled = []

@@ -11,7 +11,7 @@ import sys
 import time
 
 from evaluate.cli import main
-from evaluate.lightning_module import EvalModule
+from evaluate.validation.lightning_module import EvalModule
 
 DELAY = float(os.environ.get("SLOW_PASS_DELAY", "0.5"))
 _step = EvalModule.validation_step

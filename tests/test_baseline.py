@@ -21,11 +21,11 @@ from cvt_port.errors import BadInput
 from cvt_port.provenance import LIBRARIES, git_commit, hub_revision, library_versions, weights_provenance
 from cvt_port.variants import load_variant_file
 from evaluate.api import PlanError, evaluate_model
-from evaluate.baseline import Baseline, check_same_images, compare, read_baseline
+from evaluate.verdict.baseline import Baseline, check_same_images, compare, read_baseline
 from evaluate.default import CHECKPOINT, DATA
-from evaluate.gate import CheckStatus, baseline_check
-from evaluate.gate_settings import DEFAULTS
-from evaluate.stats import mcnemar_exact
+from evaluate.verdict.gate import CheckStatus, baseline_check
+from evaluate.verdict.gate_settings import DEFAULTS
+from evaluate.verdict.stats import mcnemar_exact
 from evalkit import evaluate_cli, evaluate_process, swap_head_classes
 
 REPO = Path(__file__).resolve().parent.parent

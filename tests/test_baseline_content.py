@@ -16,7 +16,7 @@ import pytest
 import cvt_port
 from evaluate.api import PlanError, evaluate_model
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.layouts import discover
+from evaluate.sources.layouts import discover
 from evaluate.plan import DataSpec, EvalPlan, ModelSpec, RunSpec
 from evaluate.run import build_cache_for
 

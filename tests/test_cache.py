@@ -1,4 +1,4 @@
-"""The preprocessed cache (evaluate.cache): bit-identical to the JPEG path, never reused with other
+"""The preprocessed cache (evaluate.pixels.cache): bit-identical to the JPEG path, never reused with other
 images or settings, never left half-written, bad images recorded, DataLoader workers."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from cvt_port.errors import BadInput
 from cvt_port.hf import make_image_processor
 from cvt_port.variants import get_variant
-from evaluate.cache import (
+from evaluate.pixels.cache import (
     MANIFEST,
     CachedBatch,
     CachedDataset,
@@ -22,11 +22,12 @@ from evaluate.cache import (
     cache_key,
     open_cache,
 )
-from evaluate.dataset import EvalDataset, collate
-from evaluate.layouts import Sample, discover
-from evaluate.lightning_module import EvalDataModule, ShardSampler
-from evaluate.preprocess import HFTransform, ReleaseTransform
-from evaluate.subset import select_subset
+from evaluate.pixels.dataset import EvalDataset, collate
+from evaluate.sources.layouts import discover
+from evaluate.sources.samples import Sample
+from evaluate.validation.lightning_module import EvalDataModule, ShardSampler
+from evaluate.pixels.preprocess import HFTransform, ReleaseTransform
+from evaluate.sources.subset import select_subset
 from imagegen import make_ilsvrc_imagefolder, write_corrupt, write_truncated_jpeg
 
 WNIDS = {"n01440764": [1, 2, 3, 4], "n01443537": [5, 6, 7], "n01484850": [8, 9, 10]}

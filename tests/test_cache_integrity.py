@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 
 from cvt_port.errors import BadInput
 from cvt_port.variants import get_variant
-from evaluate.cache import CachedDataset, build_cache, open_cache, verify_cache
+from evaluate.pixels.cache import CachedDataset, build_cache, open_cache, verify_cache
 from evaluate.cli import main
-from evaluate.dataset import EvalDataset
-from evaluate.layouts import discover
-from evaluate.preprocess import ReleaseTransform
+from evaluate.pixels.dataset import EvalDataset
+from evaluate.sources.layouts import discover
+from evaluate.pixels.preprocess import ReleaseTransform
 from imagegen import jpeg_bytes, make_ilsvrc_imagefolder, write_image
 
 WNIDS = {"n01440764": [1, 2, 3, 4], "n01443537": [5, 6, 7], "n01484850": [8, 9, 10]}

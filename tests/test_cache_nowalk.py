@@ -13,10 +13,10 @@ import pytest
 from evalkit import wnids
 from imagegen import make_imagefolder, write_image
 
-import evaluate.inputs
+import evaluate.sources.inputs
 from cvt_port.errors import BadInput
 from evaluate.api import build_cache, evaluate_model
-from evaluate.cache_inputs import PROBES
+from evaluate.pixels.cache_inputs import PROBES
 from evaluate.plan import DataSpec, EvalPlan, ModelEntry, ModelSpec, RunSpec
 
 
@@ -42,8 +42,8 @@ def forbid_walk(monkeypatch, data) -> list[str]:
     """From here on the data folder may not be walked, nor every image stat-ed; returns the images stat-ed."""
     def refuse(*a, **k):
         raise AssertionError("the data folder was walked")
-    monkeypatch.setattr(evaluate.inputs, "discover", refuse)
-    monkeypatch.setattr("evaluate.cache.source_stamps", refuse)
+    monkeypatch.setattr(evaluate.sources.inputs, "discover", refuse)
+    monkeypatch.setattr("evaluate.pixels.cache.source_stamps", refuse)
     stats, real_stat = [], os.stat
 
     def counted(path, *a, **k):

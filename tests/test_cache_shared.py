@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import evaluate.cache_parts as cache_parts
+import evaluate.pixels.cache_parts as cache_parts
 from cvt_port.errors import BadInput
 from cvt_port.variants import get_variant
-from evaluate.cache import MANIFEST, build_cache, open_cache, verify_cache
-from evaluate.layouts import discover
-from evaluate.preprocess import ReleaseTransform
+from evaluate.pixels.cache import MANIFEST, build_cache, open_cache, verify_cache
+from evaluate.sources.layouts import discover
+from evaluate.pixels.preprocess import ReleaseTransform
 from imagegen import make_ilsvrc_imagefolder
 
 WNIDS = {"n01440764": [1, 2, 3], "n01443537": [4, 5, 6]}
@@ -26,11 +26,11 @@ WNIDS = {"n01440764": [1, 2, 3], "n01443537": [4, 5, 6]}
 BUILDER = """
 import glob, os, sys, time
 from pathlib import Path
-import evaluate.dataset
+import evaluate.pixels.dataset
 from cvt_port.variants import get_variant
-from evaluate.cache import build_cache
-from evaluate.layouts import discover
-from evaluate.preprocess import ReleaseTransform
+from evaluate.pixels.cache import build_cache
+from evaluate.sources.layouts import discover
+from evaluate.pixels.preprocess import ReleaseTransform
 
 data, cache, rank, world, launch, role = sys.argv[1:]
 cache = Path(cache)
@@ -41,7 +41,7 @@ def until(condition):
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
 
-decode = evaluate.dataset.EvalDataset.__getitem__
+decode = evaluate.pixels.dataset.EvalDataset.__getitem__
 def paced(self, i):
     if role == "first":
         until(started.exists)
@@ -49,7 +49,7 @@ def paced(self, i):
         started.touch()
         until(lambda: (cache / "manifest.json").exists() and not glob.glob(str(cache.parent / ".cache.build-*")))
     return decode(self, i)
-evaluate.dataset.EvalDataset.__getitem__ = paced
+evaluate.pixels.dataset.EvalDataset.__getitem__ = paced
 
 source = discover(data)
 out = build_cache(cache, source, source.samples, {"release": ReleaseTransform(get_variant("cvt-13-224").preprocessing)},

@@ -60,7 +60,7 @@ def test_output_in_a_read_only_folder_is_refused_before_any_model_is_loaded(tiny
 
 
 def test_a_damaged_shipped_real_labels_file_is_found_before_the_pass(tiny, tmp_path, capfd, monkeypatch):
-    from evaluate import real_labels
+    from evaluate.sources import real_labels
 
     data = tmp_path / "val"
     make_ilsvrc_imagefolder(data, {w: [3 * k + 1, 3 * k + 2] for k, w in enumerate(wnids(3))})
@@ -79,7 +79,7 @@ def test_a_damaged_shipped_real_labels_file_is_found_before_the_pass(tiny, tmp_p
 
 def test_real_labels_are_read_only_when_the_images_are_ilsvrc_files(monkeypatch):
     """The 0.2 s JSON is read only when ReaL applies: folders of other names pass this check without it."""
-    from evaluate import preflight, real_labels
+    from evaluate.sources import preflight, real_labels
 
     calls = []
     monkeypatch.setattr(real_labels, "load_real_labels", lambda: calls.append("read"))
@@ -161,7 +161,7 @@ def test_weights_that_do_not_fit_are_one_line_without_transformers_load_report(t
 
 def test_a_bad_config_value_is_one_line_before_anything_is_loaded(tiny, data, tmp_path, capfd, monkeypatch):
     """Today's `top1_tolerance: lots` failed only in the gate, after the whole pass."""
-    monkeypatch.setattr("evaluate.candidates.load_hf", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("evaluate.models.candidates.load_hf", lambda *a: pytest.fail("a model was loaded"))
     bad = tmp_path / "tiny.yaml"
     bad.write_text(tiny["yaml"].read_text().replace("top1_tolerance: 0.1", "top1_tolerance: lots"))
     code, err = evaluate(capfd, tiny["hf"], bad, data, tmp_path / "out")

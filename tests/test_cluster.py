@@ -19,10 +19,10 @@ import pytest
 from evalkit import evaluate_cli, wnids
 from imagegen import make_imagefolder, write_corrupt
 
-from evaluate.allocation import read_allocation
+from evaluate.runtime.allocation import read_allocation
 from evaluate.api import evaluate_model
 from evaluate.plan import PlanError, RunSpec
-from evaluate.trainer import make_trainer
+from evaluate.validation.trainer import make_trainer
 
 LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK",
                "CUDA_VISIBLE_DEVICES")
@@ -140,16 +140,16 @@ def test_devices_mismatch_on_the_command_line_names_flag_and_variable(tmp_path):
 # Each process appends one line per image it decodes (or per conversion it makes) to COUNT_LOG, then runs as usual.
 COUNTING = """
 import os, sys, time
-import evaluate.dataset, cvt_port
+import evaluate.pixels.dataset, cvt_port
 def log(what):
     with open(os.environ["COUNT_LOG"], "a") as fh:
         fh.write(f"{os.getpid()} {what}\\n")
-decode = evaluate.dataset.EvalDataset.__getitem__
+decode = evaluate.pixels.dataset.EvalDataset.__getitem__
 def counted(self, i):
     log(f"decode {i}")
     time.sleep(0.05)  # a decode long enough for the builders to overlap
     return decode(self, i)
-evaluate.dataset.EvalDataset.__getitem__ = counted
+evaluate.pixels.dataset.EvalDataset.__getitem__ = counted
 convert = cvt_port.convert
 def counted_convert(*a, **k):
     log("convert")
@@ -224,14 +224,14 @@ def test_a_builder_that_dies_ends_the_others_with_one_line_and_a_rerun_decodes_o
     log, cache = tmp_path / "count.log", tmp_path / "cache"
     # rank 2 lives (its sign of life changes) until the other parts are done, then is killed mid-build
     dies = f"""
-import evaluate.cache_parts, glob; evaluate.cache_parts.PART_WAIT_S = 2
+import evaluate.pixels.cache_parts, glob; evaluate.pixels.cache_parts.PART_WAIT_S = 2
 def live_then_die(self, i):
     while len(glob.glob({str(tmp_path)!r} + "/.cache.build-*/part-[01]-of-3")) < 2:
         [os.utime(f) for f in glob.glob({str(tmp_path)!r} + "/.cache.build-*/alive-2-of-3")]
         time.sleep(0.1)
     os._exit(137)
 if os.environ['SLURM_PROCID'] == '2':
-    evaluate.dataset.EvalDataset.__getitem__ = live_then_die
+    evaluate.pixels.dataset.EvalDataset.__getitem__ = live_then_die
 """
     envs = [clean_env(COUNT_LOG=str(log), **slurm(ntasks=3, per_node=3, procid=i, SLURM_STEP_ID="0")) for i in range(3)]
     runs = start_all(cache_build_code(data, cache, tiny, dies), envs)
@@ -254,7 +254,7 @@ def test_a_bad_image_in_one_share_ends_every_builder_with_its_line(tiny, data, t
     shutil.copytree(data, bad_data)
     write_corrupt(sorted(bad_data.iterdir())[1] / "broken.JPEG")
     cache = tmp_path / "cache"
-    wait = "import evaluate.cache_parts; evaluate.cache_parts.PART_WAIT_S = 60\n"
+    wait = "import evaluate.pixels.cache_parts; evaluate.pixels.cache_parts.PART_WAIT_S = 60\n"
     runs = start_all(cache_build_code(bad_data, cache, tiny, wait),
                      [clean_env(COUNT_LOG=str(tmp_path / "log"), **slurm(ntasks=3, per_node=3, procid=i)) for i in range(3)])
     assert [r.returncode for r in runs] == [2] * 3, [r.stderr[-2000:] for r in runs]
@@ -280,7 +280,7 @@ def test_demo_under_srun_converts_once_and_every_task_uses_that_folder(tmp_path)
 
 
 def test_demo_alone_converts_every_time(tmp_path, launched):
-    from evaluate.allocation import launch_id
+    from evaluate.runtime.allocation import launch_id
 
     launched(slurm(ntasks=1, per_node=1))
     assert launch_id() is None  # one process: nothing to share, the demo converts as always

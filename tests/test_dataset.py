@@ -16,11 +16,12 @@ from PIL import Image, ImageFile
 from cvt_port.errors import BadInput
 from cvt_port.hf import make_image_processor
 from cvt_port.variants import Preprocessing, get_variant
-from evaluate.dataset import EvalDataset, collate
-from evaluate.layouts import DataSource, Sample, discover
-from evaluate.preprocess import HFTransform, ReleaseTransform
-from evaluate.real_labels import REAL_LABELS_JSON, real_labels_for
-from evaluate.subset import read_subset_file, samples_sha256, select_subset, write_subset_file
+from evaluate.pixels.dataset import EvalDataset, collate
+from evaluate.sources.layouts import discover
+from evaluate.sources.samples import DataSource, Sample
+from evaluate.pixels.preprocess import HFTransform, ReleaseTransform
+from evaluate.sources.real_labels import REAL_LABELS_JSON, real_labels_for
+from evaluate.sources.subset import read_subset_file, samples_sha256, select_subset, write_subset_file
 from imagegen import jpeg_bytes, make_ilsvrc_imagefolder, make_imagefolder, write_corrupt, write_truncated_jpeg
 
 SMALL = Preprocessing(img_size=32, resize="shorter_side_then_center_crop", crop_pct=0.875,

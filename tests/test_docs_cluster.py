@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.allocation import resolve_devices
+from evaluate.runtime.allocation import resolve_devices
 from evaluate.cli import build_parser, plan_parts
 from evaluate.plan import PlanError, default_num_workers
 

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from cvt_port.labels import wnid_to_index
-from evaluate.real_labels import load_real_labels
+from evaluate.sources.real_labels import load_real_labels
 from evalkit import evaluate_cli, evaluate_process, make_half_right_imagefolder, wnids
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",

@@ -118,9 +118,9 @@ def test_slurm_environment_is_detected(tiny, data, tmp_path):
 def test_reference_runs_in_float32_inside_autocast(tiny):
     import torch
 
-    from evaluate.models import Candidate
-    from evaluate.lightning_module import EvalModule
-    from evaluate.preprocess import Normalization
+    from evaluate.models.folders import Candidate
+    from evaluate.validation.lightning_module import EvalModule
+    from evaluate.pixels.preprocess import Normalization
 
     ref = tiny["reference"]
     converted = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(1000))

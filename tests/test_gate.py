@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from cvt_port.variants import get_variant
-from evaluate.gate import Check, CheckStatus, gate_checks, judge, verdict
-from evaluate.gate_settings import gate_settings
-from evaluate.stats import (
+from evaluate.verdict.gate import Check, CheckStatus, gate_checks, judge, verdict
+from evaluate.verdict.gate_settings import gate_settings
+from evaluate.verdict.stats import (
     detectable_disagreement,
     detectable_drop,
     images_to_detect_disagreement,
@@ -38,7 +38,7 @@ def by_name(checks):
 
 def _exact_power(recorded: float, drop: float, n: int, alpha: float) -> float:
     """The probability that a model whose true top-1 is ``drop`` points below ``recorded`` fails the interval check
-    on ``n`` images, summed over the binomial distribution of its correct count (independent of evaluate.stats:
+    on ``n`` images, summed over the binomial distribution of its correct count (independent of evaluate.verdict.stats:
     the Wilson upper bound from its textbook formula, the binomial pmf from log-gamma)."""
     z = NormalDist().inv_cdf(1 - alpha / 2)
     r, q = recorded / 100, (recorded - drop) / 100

@@ -45,7 +45,7 @@ import dataclasses, json, sys
 import evaluate
 hf = {"file": evaluate.__file__, "version": evaluate.__version__} if callable(getattr(evaluate, "load", None)) else None
 import cvt_port, cvt_port.variants as v
-import evaluate.cli, evaluate.lightning_module
+import evaluate.cli, evaluate.validation.lightning_module
 def facts(x):
     d = dataclasses.asdict(x)
     d.pop("path")
@@ -53,7 +53,7 @@ def facts(x):
 tiny = v.load_variant_file(v.TESTING_CONFIGS_DIR / "tiny-imagenet.yaml")
 print(json.dumps({
     "hf": hf,
-    "files": [cvt_port.__file__, v.__file__, evaluate.cli.__file__, evaluate.lightning_module.__file__],
+    "files": [cvt_port.__file__, v.__file__, evaluate.cli.__file__, evaluate.validation.lightning_module.__file__],
     "configs_dir": str(v.CONFIGS_DIR),
     "variants": {name: facts(x) for name, x in v.all_variants().items()},
     "by_release_file": {x.release_file: v.get_variant(x.release_file).name for x in v.release_variants().values()},

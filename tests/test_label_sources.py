@@ -13,9 +13,9 @@ import pytest
 
 from cvt_port.errors import BadInput
 from cvt_port.labels import imagenet_class_names, imagenet_wnids
-from evaluate.dataset import EvalDataset
-from evaluate.layouts import discover
-from evaluate.preprocess import ReleaseTransform
+from evaluate.pixels.dataset import EvalDataset
+from evaluate.sources.layouts import discover
+from evaluate.pixels.preprocess import ReleaseTransform
 from cvt_port.variants import Preprocessing
 from imagegen import jpeg_bytes, make_flat, make_ilsvrc_imagefolder
 
@@ -173,7 +173,7 @@ def test_numbers_that_are_the_models_own_labels_need_no_numbering(tmp_path):
 
 def test_the_cli_flags_reach_discover(flat_with_numbers):
     from evaluate.cli import build_parser, plan_parts
-    from evaluate.inputs import prepare_data
+    from evaluate.sources.inputs import prepare_data
 
     root, numbers, values = flat_with_numbers
     (root / "map.txt").write_text("".join(f"{k + 1} {w}\n" for k, w in enumerate(fake_devkit_table())))

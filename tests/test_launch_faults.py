@@ -22,14 +22,14 @@ from evalkit import wnids
 from imagegen import make_imagefolder
 from test_slurm_step import srun_step
 
-from evaluate.interrupts import Interrupted, _note, interruption
+from evaluate.runtime.interrupts import Interrupted, _note, interruption
 
 # each DataLoader worker (and with --num-workers 0 the task itself) writes its pid on its first image, then
 # decodes slowly: the pass lasts a few seconds
 SLOW = """
 import os, sys, time
-import evaluate.dataset
-decode = evaluate.dataset.EvalDataset.__getitem__
+import evaluate.pixels.dataset
+decode = evaluate.pixels.dataset.EvalDataset.__getitem__
 def slow(self, i):
     mark = os.path.join(os.environ["MARKS"], "reader-" + os.environ["SLURM_PROCID"])
     if not os.path.exists(mark):
@@ -37,7 +37,7 @@ def slow(self, i):
     open(mark + ".log", "a").write(f"{i}\\n")
     time.sleep(float(os.environ.get("SLOW_S", "0.4")))
     return decode(self, i)
-evaluate.dataset.EvalDataset.__getitem__ = slow
+evaluate.pixels.dataset.EvalDataset.__getitem__ = slow
 from evaluate.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -14,7 +14,8 @@ from PIL import Image
 
 from cvt_port.errors import BadInput
 from cvt_port.labels import imagenet_wnids
-from evaluate.layouts import Sample, discover, ilsvrc_val_number
+from evaluate.sources.layouts import discover
+from evaluate.sources.samples import Sample, ilsvrc_val_number
 from imagegen import (
     jpeg_bytes,
     make_flat,
@@ -128,7 +129,7 @@ def test_imagefolder_unknown_folder_is_bad_input(tmp_path):
 
 
 def test_wnid_folder_outside_the_models_classes_is_bad_input(tmp_path):
-    from evaluate.inputs import prepare_data
+    from evaluate.sources.inputs import prepare_data
     from evaluate.plan import DataSpec, PlanError
 
     make_imagefolder(tmp_path, [SUBSET[5]], per_class=1)

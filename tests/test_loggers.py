@@ -17,10 +17,10 @@ import yaml
 from evaluate.api import evaluate_model
 from evaluate.cli import main
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.lightning_module import EvalDataModule, EvalModule, metric_name
-from evaluate.models import Candidate
+from evaluate.validation.lightning_module import EvalDataModule, EvalModule, metric_name
+from evaluate.models.folders import Candidate
 from evaluate.plan import parse_loggers
-from evaluate.preprocess import Normalization
+from evaluate.pixels.preprocess import Normalization
 from test_step_syncs import NUM_CLASSES, Photos, linear
 
 FIGURES = ("top1", "top5", "agreement_with_original", "max_abs_logit_diff")

@@ -14,11 +14,12 @@ import torch
 
 import cvt_port
 from cvt_port.errors import BadInput, ExitStatus
-from evaluate import cli, memory
+from evaluate import cli
+from evaluate.validation import memory
 from evaluate.api import evaluate_model
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.memory import OutOfMemory, auto_batch, chunked, is_out_of_memory, largest_batch, out_of_memory
-from evaluate.models import Candidate
+from evaluate.validation.memory import OutOfMemory, auto_batch, chunked, is_out_of_memory, largest_batch, out_of_memory
+from evaluate.models.folders import Candidate
 from evaluate.plan import ModelKind
 
 CPU = dict(accelerator="cpu", num_workers=0, devices=1)
@@ -128,7 +129,7 @@ def test_batch_size_auto_runs_the_pass_with_the_batch_that_fits(digits, monkeypa
     seen = limit_memory(monkeypatch, converted=100, original=20)
     # on a device the probe would run these models; on the CPU it is forced here with the same simulated limits
     monkeypatch.setattr(memory, "forward_fits", functools.partial(_limited_fits, limits={True: 20, False: 100}))
-    monkeypatch.setattr("evaluate.memory.auto_batch", functools.partial(auto_batch, probe_cpu=True))
+    monkeypatch.setattr("evaluate.validation.memory.auto_batch", functools.partial(auto_batch, probe_cpu=True))
     auto = run(digits, batch_size="auto")
     assert max(seen["converted"]) == 64 and max(seen["original"]) == 16  # 64 fits the converted, 16 the original
     monkeypatch.undo()  # no limit: the whole batch at once

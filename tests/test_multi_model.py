@@ -68,14 +68,14 @@ def job(tiny, tmp_path_factory):
     folders = {"a": a, "b": b, "c": c}
     alone = {k: evaluate_model(model=folders[k], config=cfg[k], data=val, **CPU) for k in "abc"}
 
-    import evaluate.dataset
-    import evaluate.preprocess
+    import evaluate.pixels.dataset
+    import evaluate.pixels.preprocess
 
     decoded, resized = [], []
-    to_rgb, release_call = evaluate.dataset.to_rgb, evaluate.preprocess.ReleaseTransform.__call__
+    to_rgb, release_call = evaluate.pixels.dataset.to_rgb, evaluate.pixels.preprocess.ReleaseTransform.__call__
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaluate.dataset, "to_rgb", lambda img: decoded.append(1) or to_rgb(img))
-        mp.setattr(evaluate.preprocess.ReleaseTransform, "__call__",
+        mp.setattr(evaluate.pixels.dataset, "to_rgb", lambda img: decoded.append(1) or to_rgb(img))
+        mp.setattr(evaluate.pixels.preprocess.ReleaseTransform, "__call__",
                    lambda self, img: resized.append(self.pre.img_size) or release_call(self, img))
         many = evaluate_model(model=[(folders[k], cfg[k]) for k in "abc"], data=val, **CPU)
     return dict(val=val, folders=folders, cfg=cfg, alone=alone, many=many, decoded=decoded, resized=resized, root=root)

@@ -1,4 +1,4 @@
-"""The numerics policy (evaluate.numerics): IEEE float32 unless --tf32, the reference always IEEE, a float32
+"""The numerics policy (evaluate.runtime.numerics): IEEE float32 unless --tf32, the reference always IEEE, a float32
 head under mixed precision, flags restored after the pass, everything recorded; and the default --num-workers."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from evalkit import wnids
 from imagegen import make_imagefolder
 
 from cvt_port.reference import OriginalCvT
-from evaluate import numerics
+from evaluate.runtime import numerics
 from evaluate.api import evaluate_model
 from evaluate.cli import build_parser
-from evaluate.models import Logits
+from evaluate.models.folders import Logits
 from evaluate.plan import MAX_DEFAULT_WORKERS, RunSpec, default_num_workers
 
 

@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor
 
 from cvt_port.hf import make_image_processor
 from cvt_port.variants import get_variant
-from evaluate.preprocess import (
+from evaluate.pixels.preprocess import (
     HFTransform,
     Normalization,
     ReleaseTransform,
@@ -46,7 +46,7 @@ def half_even_half(diff: int) -> int:
 
 
 def independent_release(img: Image.Image, img_size: int, crop_pct: float, resize: str) -> np.ndarray:
-    """uint8 (3, S, S) by the spec's rules, computed differently from evaluate.preprocess."""
+    """uint8 (3, S, S) by the spec's rules, computed differently from evaluate.pixels.preprocess."""
     rgb = img.convert("RGB")
     w, h = rgb.size
     if resize == "warp":

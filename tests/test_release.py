@@ -23,8 +23,8 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard
 from evaluate.api import evaluate_model
 from evaluate.cli import main
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.interrupts import Interrupted
-from evaluate.release import card_with_results, eval_results
+from evaluate.runtime.interrupts import Interrupted
+from evaluate.reports.release import card_with_results, eval_results
 from evalkit import swap_head_classes
 from fsfaults import read_only_folder
 
@@ -217,7 +217,7 @@ def test_a_baseline_check_alone_makes_no_gate_and_no_release(model, tmp_path, mo
 @pytest.mark.parametrize("stop, status", [(Interrupted(signal.SIGTERM), 143), (KeyboardInterrupt(), 130),
                                           (ZeroDivisionError("bug"), 4)])
 def test_an_interrupted_or_broken_run_uploads_nothing_and_leaves_the_card(model, tmp_path, monkeypatch, stop, status):
-    import evaluate.trainer
+    import evaluate.validation.trainer
 
     hub = Hub(monkeypatch)
     card = sha(model / "README.md")
@@ -225,7 +225,7 @@ def test_an_interrupted_or_broken_run_uploads_nothing_and_leaves_the_card(model,
     def stopped(*args, **kwargs):
         raise stop
 
-    monkeypatch.setattr(evaluate.trainer, "run_validation", stopped)
+    monkeypatch.setattr(evaluate.validation.trainer, "run_validation", stopped)
     code = main(["--model", str(model), *map(str, RUN), "--output", str(tmp_path / "out"), "--update-card",
                  "--push-to-hub", REPO])
     assert code == status and hub.calls == [] and sha(model / "README.md") == card
@@ -271,12 +271,12 @@ def test_a_signal_during_the_upload_says_the_gate_passed_and_exits_130(model, tm
 @pytest.fixture
 def no_pass(monkeypatch):
     """The pass must not start: a check before it should have stopped the run."""
-    import evaluate.trainer
+    import evaluate.validation.trainer
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the pass started")
 
-    monkeypatch.setattr(evaluate.trainer, "run_validation", forbidden)
+    monkeypatch.setattr(evaluate.validation.trainer, "run_validation", forbidden)
 
 
 def run_cli(capsys, *args) -> tuple[int, list[str]]:

@@ -1,4 +1,4 @@
-"""Report files (evaluate.report.write_reports): one unit, the model folder's permissions, the previous
+"""Report files (evaluate.reports.report.write_reports): one unit, the model folder's permissions, the previous
 report intact until the new one is complete, never a mix of two runs', the demo's model folder kept."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from cvt_port.errors import BadInput
-from evaluate import report
-from evaluate.report import REPORT_FILES, check_output, write_reports
+from evaluate.reports import report
+from evaluate.reports.report import REPORT_FILES, check_output, write_reports
 
 
 def fake_run(tag: str, n: int = 6):
@@ -183,7 +183,7 @@ def test_a_run_refuses_a_foreign_output_folder_before_its_pass(tmp_path, capsys)
 def test_a_baseline_comparison_adds_flipped_csv_and_the_next_run_replaces_it(tmp_path):
     """flipped.csv belongs to the run that compared (all its flipped images); a folder holding one is a previous
     run's, and a later run without a baseline leaves none behind (the folder is replaced whole)."""
-    from evaluate.baseline import Baseline, compare
+    from evaluate.verdict.baseline import Baseline, compare
 
     record, results, image_ids = fake_run("b", n=6)
     before = Baseline(tmp_path, {"subset_sha256": "x"}, {i: (r[1], (r[1], 0, 1, 2, 3)) for i, r in

@@ -22,9 +22,9 @@ import os
 
 import pytest
 
-from evaluate.allocation import launch_id, read_allocation, resolve_devices
+from evaluate.runtime.allocation import launch_id, read_allocation, resolve_devices
 from evaluate.plan import PlanError, RunSpec
-from evaluate.trainer import cluster_environment, make_trainer
+from evaluate.validation.trainer import cluster_environment, make_trainer
 
 
 def srun_step(step_tasks: int, job_per_node: int | None, *, procid: int = 0, job_name: str = "eval.sbatch",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from evaluate.stats import mcnemar_exact, wilson_interval
+from evaluate.verdict.stats import mcnemar_exact, wilson_interval
 
 
 def test_wilson_interval_known_values():

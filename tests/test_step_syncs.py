@@ -22,10 +22,10 @@ from lightning.pytorch.core.hooks import DataHooks
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from evaluate.dataset import collate
-from evaluate.lightning_module import EvalDataModule, EvalModule, ranked
-from evaluate.models import Candidate
-from evaluate.preprocess import Normalization
+from evaluate.pixels.dataset import collate
+from evaluate.validation.lightning_module import EvalDataModule, EvalModule, ranked
+from evaluate.models.folders import Candidate
+from evaluate.pixels.preprocess import Normalization
 
 NUM_CLASSES = 10
 T = torch.Tensor

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluate.streaming as streaming
+import evaluate.sources.streaming as streaming
 from cvt_port.errors import BadInput
 from evaluate.api import evaluate_model
-from evaluate.dataset import EvalDataset
-from evaluate.inputs import prepare_data
-from evaluate.layouts import discover
-from evaluate.lightning_module import ShardSampler
+from evaluate.pixels.dataset import EvalDataset
+from evaluate.sources.inputs import prepare_data
+from evaluate.sources.layouts import discover
+from evaluate.validation.lightning_module import ShardSampler
 from evaluate.plan import DataSpec, EvalPlan, ModelSpec
 from evalkit import make_half_right_imagefolder
 from test_webdataset import write_shards
@@ -132,7 +132,7 @@ class FakeClock:
 
 
 def test_throughput_says_images_per_second_and_time_left_known_or_not():
-    from evaluate.progress import Throughput
+    from evaluate.runtime.progress import Throughput
 
     clock = FakeClock()
     known, unknown = Throughput(clock), Throughput(clock)
@@ -159,7 +159,7 @@ def test_the_bar_of_a_validation_pass_shows_img_per_s(kind):
     import lightning as L
     from torch.utils.data import DataLoader, IterableDataset
 
-    from evaluate.progress import RichImagesBar, TQDMImagesBar
+    from evaluate.runtime.progress import RichImagesBar, TQDMImagesBar
 
     class Unsized(IterableDataset):  # a stream of unknown length
         def __iter__(self):

@@ -7,11 +7,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from evaluate.dataset import collate
-from evaluate.lightning_module import EvalDataModule, EvalModule, ranked
-from evaluate.models import Candidate
-from evaluate.preprocess import Normalization
-from evaluate.report import compare, real_top1
+from evaluate.pixels.dataset import collate
+from evaluate.validation.lightning_module import EvalDataModule, EvalModule, ranked
+from evaluate.models.folders import Candidate
+from evaluate.pixels.preprocess import Normalization
+from evaluate.reports.report import compare, real_top1
 
 NUM_CLASSES = 10
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evaluate.candidates import Candidates, tune_models
-from evaluate.models import Candidate
+from evaluate.models.candidates import Candidates, tune_models
+from evaluate.models.folders import Candidate
 from evaluate.plan import ModelKind
 
 

@@ -137,10 +137,10 @@ def test_a_file_that_is_not_yaml_or_not_a_mapping(tmp_path):
 
 
 def test_gate_defaults_live_in_the_gate_and_the_files_keys_are_read(tmp_path):
-    """The defaults are the gate's (evaluate.gate_settings), not the variant loader's; a file's keys override them,
+    """The defaults are the gate's (evaluate.verdict.gate_settings), not the variant loader's; a file's keys override them,
     and every key a file may write is a setting of the gate (and the other way round)."""
     from cvt_port import variants
-    from evaluate.gate_settings import DEFAULTS, SETTING_NAMES, gate_settings
+    from evaluate.verdict.gate_settings import DEFAULTS, SETTING_NAMES, gate_settings
 
     assert not [name for name in dir(variants) if name.startswith("DEFAULT_")]
     assert set(variants.GATE_KEYS) == set(SETTING_NAMES)
@@ -160,7 +160,7 @@ def test_interpolation_names_are_pil_resample_codes_and_used_by_both_preprocessi
 
     from cvt_port.hf import make_image_processor
     from cvt_port.variants import INTERPOLATIONS
-    from evaluate.preprocess import RESAMPLE
+    from evaluate.pixels.preprocess import RESAMPLE
 
     assert INTERPOLATIONS == {name: int(Image.Resampling[name.upper()]) for name in INTERPOLATIONS}
     assert RESAMPLE == {name: Image.Resampling(code) for name, code in INTERPOLATIONS.items()}

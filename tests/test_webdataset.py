@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import evaluate.shards as shards
+import evaluate.sources.shards as shards
 from cvt_port.errors import BadInput
 from evaluate.api import evaluate_model
-from evaluate.dataset import EvalDataset
-from evaluate.layouts import discover
-from evaluate.lightning_module import ShardSampler
+from evaluate.pixels.dataset import EvalDataset
+from evaluate.sources.layouts import discover
+from evaluate.validation.lightning_module import ShardSampler
 from evaluate.plan import DataSpec
-from evaluate.inputs import prepare_data
+from evaluate.sources.inputs import prepare_data
 from evalkit import evaluate_cli, make_half_right_imagefolder
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample-100" / "val"

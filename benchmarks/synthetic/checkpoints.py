@@ -48,7 +48,7 @@ def spread_head_(model: OriginalCvT, variant, *, probe_images: int = 16, seed: i
     """Set the head from the features of ``probe_images`` photo-like images (seeds 10,000...; a caller's photos
     should use others): ``W / sd``, bias ``-W @ mean``, W random with logits of std ~3. The probe runs in IEEE
     float32 on ``device``. What the probe saw: its distinct top-1 classes, the features' mean std."""
-    from evaluate.numerics import float32_mode
+    from evaluate.runtime.numerics import float32_mode
 
     pre = _variant(variant).preprocessing
     size = pre.img_size

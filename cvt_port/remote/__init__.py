@@ -2,7 +2,7 @@
 
 Each module here is self-contained (it imports only transformers, torch, PIL, numpy and the standard
 library) because ``trust_remote_code=True`` loads the folder's copy as a lone file. The package imports
-the very same modules (``cvt_port.hf``, ``evaluate.preprocess``): one implementation, two ways in.
+the very same modules (``cvt_port.hf``, ``evaluate.pixels.preprocess``): one implementation, two ways in.
 :data:`REMOTE_FILES` names the files :func:`cvt_port.conversion.convert` copies into a folder;
 :func:`is_package_copy` tells whether a folder's copies are byte for byte the package's own.
 """

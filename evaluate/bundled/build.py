@@ -38,7 +38,7 @@ from PIL import Image
 from cvt_port.reference import OriginalCvT
 from cvt_port.variants import CONFIGS_DIR, Architecture
 
-from evaluate.gate_settings import DEFAULTS as GATE_DEFAULTS
+from evaluate.verdict.gate_settings import DEFAULTS as GATE_DEFAULTS
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DIGITS_DIR = BUNDLED_DIR / "digits"

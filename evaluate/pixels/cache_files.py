@@ -1,0 +1,214 @@
+"""The files of a pixel cache (:mod:`evaluate.pixels.cache` describes the format): their names, writing them
+(decoding a range of images, then the small files and the manifest) and reading and checking the manifest.
+Shared by the single-process build (:mod:`evaluate.pixels.cache`), the shared build (:mod:`evaluate.pixels.cache_parts`)
+and the checker (:mod:`evaluate.pixels.cache_verify`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from cvt_port.errors import BadInput
+from cvt_port.provenance import library_versions
+
+from .cache_key import CACHE_FORMAT, describe_transform, difference, sha256_json
+from .dataset import EvalDataset, collate
+from ..sources.samples import DataSource
+
+MANIFEST = "manifest.json"
+REBUILD_HINT = ("rebuild it (`python -m evaluate cache build` or evaluate.api.build_cache) with this run's data, "
+                "subset and preprocessing, or use another cache folder")
+
+
+def refuse_existing(cache_dir: Path, samples, parts: dict, transforms, stamps, meanwhile: bool = False) -> None:
+    """A :class:`BadInput` for a folder that exists and is not empty (nor a cache of this key). ``meanwhile``:
+    found on the check before publishing (another build filled the folder while this one decoded)."""
+    if cache_dir.exists() and not (cache_dir.is_dir() and not any(cache_dir.iterdir())):  # a non-empty folder
+        what = ("another build published a cache of other images or settings there while this one decoded"
+                if meanwhile else "the folder exists and is not a cache of these images and settings")
+        raise BadInput(f"cache {cache_dir}: {what}{_why_not(cache_dir, samples, parts, transforms, stamps)}; "
+                       "nothing was replaced: remove it, choose another folder, or rebuild with overwrite (the cache build option)")
+
+
+def _why_not(cache_dir: Path, samples, parts: dict, transforms, stamps) -> str:
+    try:
+        manifest = json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8"))
+        _check_manifest(manifest)
+        return f" (it was built with {difference(manifest, parts, transforms, cache_dir, samples, stamps)})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+
+
+def stored_key(cache_dir: Path) -> str | None:
+    try:
+        return json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# sha256 of the bytes each image was decoded from, uint8 (N, 32), zeros where none were read: a run from the cache
+# records the same content hashes as a run that decodes (predictions.csv, evaluate.verdict.baseline)
+CONTENT_FILE = "content-sha256.npy"
+
+
+def pixels_file(mode: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in mode)
+    return f"pixels-{safe}.npy"
+
+
+def crc_file(mode: str) -> str:
+    return "crc32-" + pixels_file(mode)[len("pixels-"):]
+
+
+def crc32_rows(arr: np.ndarray) -> np.ndarray:
+    """uint32 CRC-32 of each row (image) of a C-contiguous uint8 array."""
+    arr = np.ascontiguousarray(arr)
+    return np.fromiter((zlib.crc32(row) for row in arr.reshape(len(arr), -1)), dtype=np.uint32, count=len(arr))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def decode_range(out: Path, dataset: EvalDataset, start: int, stop: int, num_workers: int, batch_size: int,
+                 skip_bad_images: bool, progress: bool, on_batch: Callable[[], None] | None = None):
+    """Decode images ``start:stop`` into ``out/pixels-<mode>.npy`` and their content hashes into ``out/CONTENT_FILE``:
+    (per-mode CRC-32s, ok flags, {index: message}) of those rows. ``on_batch`` is called after each batch (a
+    builder's sign of life)."""
+    n = stop - start
+    pixels = {mode: np.lib.format.open_memmap(out / pixels_file(mode), mode="w+", dtype=np.uint8, shape=(n, *shape))
+              for mode, shape in dataset.shapes.items()}
+    crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
+    ok = np.zeros(n, dtype=bool)
+    content = np.zeros((n, 32), dtype=np.uint8)
+    errors: dict[int, str] = {}
+    part = dataset if (start, stop) == (0, len(dataset)) else torch.utils.data.Subset(dataset, range(start, stop))
+    for batch in _batches(part, num_workers, batch_size, progress) if n else ():
+        index = batch["index"].numpy()
+        rows_at = index - start
+        for mode, arr in pixels.items():
+            rows = batch["pixels"][mode].numpy()
+            arr[rows_at] = rows
+            crcs[mode][rows_at] = crc32_rows(rows)
+        ok[rows_at] = batch["ok"].numpy()
+        for at, digest in zip(rows_at.tolist(), batch["sha256"]):
+            if digest:
+                content[at] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
+        bad = index[~batch["ok"].numpy()]
+        if len(bad) and not skip_bad_images:
+            raise BadInput(f"{batch['errors'][0]}; use data.skip_bad_images to record bad images in the cache")
+        errors.update(zip(bad.tolist(), batch["errors"]))
+        if on_batch is not None:
+            on_batch()
+    for arr in pixels.values():
+        arr.flush()
+    del pixels
+    np.save(out / CONTENT_FILE, content)
+    return crcs, ok, errors
+
+
+def finish(tmp: Path, dataset: EvalDataset, parts: dict, stamps: np.ndarray, transforms, source: DataSource,
+           crcs: dict, ok: np.ndarray, errors: dict, selection: dict | None = None) -> None:
+    """Write every file of a cache but the pixels (already in ``tmp``), the manifest last."""
+    np.save(tmp / "labels.npy", np.asarray([s.label for s in dataset.samples], dtype=np.int64))
+    np.save(tmp / "ok.npy", ok)
+    (tmp / "errors.json").write_text(json.dumps({str(i): m for i, m in sorted(errors.items())}, indent=1) + "\n",
+                                     encoding="utf-8")
+    (tmp / "image_ids.txt").write_text("".join(s.image_id + "\n" for s in dataset.samples), encoding="utf-8")
+    for mode, crc in crcs.items():
+        np.save(tmp / crc_file(mode), crc)
+    np.save(tmp / "sources.npy", stamps)
+    manifest = _manifest(parts, dataset, transforms, source, bad=len(errors))
+    if selection is not None:
+        manifest["selection"] = selection
+    manifest["sha256"] = {name: _sha256_file(tmp / name) for name in _small_files(manifest)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _batches(dataset, num_workers: int, batch_size: int, progress: bool):
+    """The dataset in order, decoded by ``num_workers`` processes, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate, prefetch_factor=4 if num_workers > 0 else None)
+    with tqdm(total=len(dataset), desc="caching", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["index"]))
+
+
+def _manifest(parts: dict, dataset: EvalDataset, transforms, source: DataSource, bad: int) -> dict:
+    return {
+        "format": CACHE_FORMAT,
+        "key": sha256_json(parts),
+        "parts": parts,
+        "count": len(dataset),
+        "bad_images": bad,
+        "data": str(source.root),
+        "layout": source.layout,
+        "modes": {mode: {"shape": list(shape), "file": pixels_file(mode), "crc32": crc_file(mode),
+                         "description": describe_transform(transforms[mode])}
+                  for mode, shape in dataset.shapes.items()},
+        "files": {"labels": "labels.npy", "ok": "ok.npy", "errors": "errors.json", "image_ids": "image_ids.txt",
+                  "sources": "sources.npy", "content": CONTENT_FILE},
+        # informational, not part of the key: the versions that produced the pixels
+        "versions": library_versions("numpy", "pillow", "torch", "transformers"),
+    }
+
+
+def _small_files(manifest: dict) -> list[str]:
+    """Every file of a cache but the pixels, whose sha256 the manifest records."""
+    return [*manifest["files"].values(), *(info["crc32"] for info in manifest["modes"].values())]
+
+
+def read_manifest(cache_dir: Path) -> dict:
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        what = "no such folder" if not cache_dir.exists() else f"no {MANIFEST}"
+        raise BadInput(f"cache {cache_dir}: {what} (not a finished cache); build it with `python -m evaluate cache build`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        _check_manifest(manifest)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInput(f"cache {cache_dir}: {MANIFEST} is unreadable or corrupt ({type(exc).__name__}); "
+                       f"{REBUILD_HINT}") from None
+    return manifest
+
+
+def _check_manifest(manifest) -> None:
+    """Raise ValueError/KeyError/TypeError unless ``manifest`` has the fields a reader uses."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
+        raise ValueError("not a cache manifest")
+    int(manifest["count"])
+    if manifest.get("format") != CACHE_FORMAT:
+        return  # refused by the key comparison, which names the format
+    if not isinstance(manifest["modes"], dict) or not manifest["modes"]:
+        raise ValueError("no modes")
+    for info in manifest["modes"].values():
+        if len(info["shape"]) != 3 or not isinstance(info["file"], str) or not isinstance(info["crc32"], str):
+            raise ValueError("bad mode entry")
+    if not isinstance(manifest["sha256"], dict) or set(manifest["sha256"]) != set(_small_files(manifest)):
+        raise ValueError("no checksums")
+
+
+def damaged_files(cache_dir: Path, manifest: dict) -> list[str]:
+    """The small files whose sha256 is not the one the manifest recorded (or that are missing)."""
+    bad = []
+    for name, digest in manifest["sha256"].items():
+        try:
+            if _sha256_file(cache_dir / name) != digest:
+                bad.append(name)
+        except OSError:
+            bad.append(name)
+    return bad
