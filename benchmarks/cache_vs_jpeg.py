@@ -45,7 +45,7 @@ def compare_reports(a: Path, b: Path) -> dict:
 
 def loader_throughput(dataset, batch_size: int, workers: int) -> float:
     """Images per second of the harness's own DataLoader (EvalDataModule, no trainer), start to end."""
-    from evaluate.validation.lightning_module import EvalDataModule
+    from evaluate.validation.data_module import EvalDataModule
 
     t0 = time.perf_counter()
     n = 0

@@ -27,7 +27,8 @@ from .sources.subset import samples_sha256
 
 def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`)."""
-    from .validation.lightning_module import EvalDataModule, EvalModule
+    from .validation.data_module import EvalDataModule
+    from .validation.lightning_module import EvalModule
     from .validation.trainer import run_validation
 
     r = plan.run

@@ -25,7 +25,7 @@ from evaluate.pixels.cache import (
 from evaluate.pixels.dataset import EvalDataset, collate
 from evaluate.sources.layouts import discover
 from evaluate.sources.samples import Sample
-from evaluate.validation.lightning_module import EvalDataModule, ShardSampler
+from evaluate.validation.data_module import EvalDataModule, ShardSampler
 from evaluate.pixels.preprocess import HFTransform, ReleaseTransform
 from evaluate.sources.subset import select_subset
 from imagegen import make_ilsvrc_imagefolder, write_corrupt, write_truncated_jpeg

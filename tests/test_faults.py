@@ -86,7 +86,7 @@ def test_the_collective_decision_picks_one_fault_for_every_rank():
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from evaluate.runtime.interrupts import Interrupted
-    from evaluate.validation.lightning_module import Fault, FaultOnAnotherRank, decide_faults, fault_exception
+    from evaluate.validation.faults import Fault, FaultOnAnotherRank, decide_faults, fault_exception
 
     bad0, bad1 = Fault("bad input", "a.png: cannot decode", 0), Fault("bad input", "b.png: cannot decode", 1)
     err1 = Fault("error", "RuntimeError: boom", 1)

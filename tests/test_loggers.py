@@ -17,7 +17,9 @@ import yaml
 from evaluate.api import evaluate_model
 from evaluate.cli import main
 from evaluate.default import CHECKPOINT, DATA, VARIANT
-from evaluate.validation.lightning_module import EvalDataModule, EvalModule, metric_name
+from evaluate.validation.data_module import EvalDataModule
+from evaluate.validation.lightning_module import EvalModule
+from evaluate.validation.metrics import metric_name
 from evaluate.models.folders import Candidate
 from evaluate.plan import parse_loggers
 from evaluate.pixels.preprocess import Normalization

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluate.validation.lightning_module import ShardSampler
+from evaluate.validation.data_module import ShardSampler
 
 
 @pytest.mark.parametrize("length,world", [(24, 2), (7, 2), (10, 3), (3, 8), (1, 2), (100, 7), (0, 3)])

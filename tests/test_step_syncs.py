@@ -23,7 +23,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from evaluate.pixels.dataset import collate
-from evaluate.validation.lightning_module import EvalDataModule, EvalModule, ranked
+from evaluate.validation.data_module import EvalDataModule
+from evaluate.validation.lightning_module import EvalModule
+from evaluate.validation.metrics import ranked
 from evaluate.models.folders import Candidate
 from evaluate.pixels.preprocess import Normalization
 

@@ -17,7 +17,7 @@ from evaluate.api import evaluate_model
 from evaluate.pixels.dataset import EvalDataset
 from evaluate.sources.inputs import prepare_data
 from evaluate.sources.layouts import discover
-from evaluate.validation.lightning_module import ShardSampler
+from evaluate.validation.data_module import ShardSampler
 from evaluate.plan import DataSpec, EvalPlan, ModelSpec
 from evalkit import make_half_right_imagefolder
 from test_webdataset import write_shards

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from evaluate.pixels.dataset import collate
-from evaluate.validation.lightning_module import EvalDataModule, EvalModule, ranked
+from evaluate.validation.data_module import EvalDataModule
+from evaluate.validation.lightning_module import EvalModule
+from evaluate.validation.metrics import ranked
 from evaluate.models.folders import Candidate
 from evaluate.pixels.preprocess import Normalization
 from evaluate.reports.report import compare, real_top1

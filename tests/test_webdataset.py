@@ -18,7 +18,7 @@ from cvt_port.errors import BadInput
 from evaluate.api import evaluate_model
 from evaluate.pixels.dataset import EvalDataset
 from evaluate.sources.layouts import discover
-from evaluate.validation.lightning_module import ShardSampler
+from evaluate.validation.data_module import ShardSampler
 from evaluate.plan import DataSpec
 from evaluate.sources.inputs import prepare_data
 from evalkit import evaluate_cli, make_half_right_imagefolder

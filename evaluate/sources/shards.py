@@ -3,7 +3,7 @@
 
 Why our own reader: the shards are indexed from their tar headers (``tarfile``, nothing extracted, no
 image decoded), which gives a map-style index (shard, data offset, size) per image. The existing
-:class:`~evaluate.validation.lightning_module.ShardSampler` then counts every image exactly once on any number of
+:class:`~evaluate.validation.data_module.ShardSampler` then counts every image exactly once on any number of
 processes, also when there are fewer shards than processes, and ``data.subset`` chooses from the labels
 alone. ``datasets``/``huggingface_hub`` do not expand brace patterns in local ``data_files`` (only globs),
 so :func:`expand_braces` does it (``--streaming`` reads the shards through ``load_dataset("webdataset")``,

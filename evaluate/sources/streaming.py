@@ -16,7 +16,7 @@ Two passes, so that ``data.subset`` costs the labels only:
    to disk.
 
 Every image once on any number of processes: the rows are a map-style index (position -> file, row), so
-the run's :class:`~evaluate.validation.lightning_module.ShardSampler` assigns them as for any layout; each process (and
+the run's :class:`~evaluate.validation.data_module.ShardSampler` assigns them as for any layout; each process (and
 DataLoader worker) asks for increasing positions, which :class:`StreamRows` serves by reading forward.
 (``datasets.distributed.split_dataset_by_node`` is not used: it would hand each rank rows without their
 global position, which the per-image predictions need, and with fewer files than ranks it has every rank
