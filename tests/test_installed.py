@@ -7,9 +7,14 @@ that shares a file path with Hugging Face's `evaluate` wheel (both install into 
 passes all of them and fails its users. Here the wheel is built from a clean copy of the tree (what git
 tracks, plus untracked files git does not ignore), so a stale build/ folder cannot hide a missing file.
 
+The venv does not install torch, transformers, Lightning, datasets ... again (that took minutes): it sees the
+distributions our wheel requires, and only those, in a folder of links to this venv's copies (the
+requirements of the built wheel, followed to the end); the checkout's editable install is not among them. A
+dependency the wheel fails to declare is therefore still missing there. Hugging Face's wheel is installed with
+pip's resolver, which takes what is already visible and fetches the rest.
+
 Needs `build` and setuptools (in the `test` extra: the builds run without build isolation, which would make a
-fresh build environment for each of the three builds), pip's indexes (torch==2.13.0 is installed first, from the local disk,
-before anything can pull a CUDA build) and PyPI for Hugging Face's `evaluate` (latest release).
+fresh build environment for each of the two builds) and PyPI for Hugging Face's `evaluate` (latest release).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import torch
 from cvt_port.variants import all_variants
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_PIN = "torch==2.13.0"
 HF_EVALUATE = "evaluate"  # Hugging Face's library on PyPI
 
 # The bundled default and its verdict line.
@@ -118,6 +122,53 @@ def _payload(members: dict[str, str]) -> dict[str, str]:
     return {n: h for n, h in members.items() if not n.endswith(".dist-info/RECORD")}
 
 
+def _requires(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of a wheel's METADATA."""
+    from email.parser import HeaderParser
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(z.read(n).decode() for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    return HeaderParser().parsestr(meta).get_all("Requires-Dist") or []
+
+
+def _dependencies(wheel: Path, dest: Path) -> Path:
+    """A folder of links to this venv's installed copies of every distribution the ``wheel`` requires (with
+    the extras they ask for, followed to the end), and of nothing else: not the checkout's editable install,
+    not the test extras."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def wanted(requirements, extras):
+        for line in requirements:
+            r = Requirement(line)
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in extras | {""}):
+                yield canonicalize_name(r.name), set(r.extras)
+
+    todo = list(wanted(_requires(wheel), set()))
+    done: dict[str, set] = {}
+    dest.mkdir(parents=True)
+    while todo:
+        name, extras = todo.pop()
+        if name in done and extras <= done[name]:
+            continue
+        done[name] = done.get(name, set()) | extras
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            raise AssertionError(f"{name}, required by the wheel, is not installed in the test venv") from None
+        assert dist.files is not None, f"{name}: no RECORD, cannot tell its files"
+        for top in {f.parts[0] for f in dist.files if f.parts[0] not in ("..", "__pycache__")}:
+            assert not top.startswith(("cvt_port", "__editable__", "evaluate")), (name, top)
+            link = dest / top
+            if not link.exists():
+                link.symlink_to(Path(dist.locate_file(top)))
+        todo += wanted(dist.requires or [], done[name])
+    assert {"torch", "transformers", "lightning", "datasets"} <= set(done), sorted(done)
+    return dest
+
+
 @dataclass
 class Venv:
     """A fresh virtualenv; commands run from ``work``, a folder outside the checkout."""
@@ -126,21 +177,26 @@ class Venv:
     work: Path
 
     @classmethod
-    def create(cls, root: Path) -> "Venv":
+    def create(cls, root: Path, deps: Path) -> "Venv":
+        """A new venv that sees ``deps`` (see :func:`_dependencies`) after its own site-packages, through a
+        ``.pth`` line: the dependencies are not installed again (minutes on 2 cores), and what we install goes
+        into the venv's own site-packages, as it would for a user."""
         root.mkdir(parents=True, exist_ok=True)
         venv = cls(root / "venv", root / "work")
         venv.work.mkdir()
         _check(_run([sys.executable, "-m", "venv", venv.path], cwd=root))
-        venv.pip(TORCH_PIN)  # first and alone: the CPU build from the local disk
+        (venv.site_packages() / "_cvt_port_test_dependencies.pth").write_text(f"{deps}\n")
         return venv
 
     def bin(self, name: str) -> Path:
         return self.path / "bin" / name
 
-    def pip(self, *args) -> None:
-        """pip install without compiling every module at install time: the runs compile (and cache) only
-        what they import, which on 2 cores saves most of a minute per venv."""
-        _check(_run([self.bin("python"), "-m", "pip", "install", "-q", "--no-compile", *args], cwd=self.work))
+    def pip(self, *args, deps: bool = False) -> None:
+        """pip install without compiling every module at install time (the runs compile only what they import);
+        without ``deps`` the distribution alone (ours: its dependencies are the ones :func:`_dependencies` made
+        visible). With ``deps``, pip installs what is missing from the registry, as it would for a user."""
+        _check(_run([self.bin("python"), "-m", "pip", "install", "-q", "--no-compile",
+                     *([] if deps else ["--no-deps"]), *args], cwd=self.work))
 
     def run(self, *cmd, name: str) -> tuple[subprocess.CompletedProcess, Path]:
         """Run a command in its own empty folder under ``work``; return the result and the folder."""
@@ -203,7 +259,8 @@ def installed(dists, release_checkpoint, tmp_path_factory):
     each state: our wheel alone; Hugging Face's wheel on top (ours then theirs); ours uninstalled (theirs must
     still work, nothing of ours left); ours again, on top of theirs (theirs then ours). The default runs as
     `python -m evaluate` and as `cvt-evaluate` alone, and as one of them in each shared state."""
-    venv = Venv.create(tmp_path_factory.mktemp("installed"))
+    root = tmp_path_factory.mktemp("installed")
+    venv = Venv.create(root, _dependencies(dists["wheel"], root / "dependencies"))
     venv.pip(dists["wheel"])
     alone = {
         "pip show": _run([venv.bin("python"), "-m", "pip", "show", "-f", "cvt-port"], cwd=venv.work),
@@ -211,7 +268,7 @@ def installed(dists, release_checkpoint, tmp_path_factory):
         "convert": _convert(venv, release_checkpoint[0], "cvt-port", "alone"),
         **_default_runs(venv, "alone", ("python -m evaluate", "cvt-evaluate")),
     }
-    venv.pip(dists["theirs"])
+    venv.pip(dists["theirs"], deps=True)  # what of theirs ours does not need (requests ...) from the registry
     ours_then_theirs = {"probe": venv.run("python", "-c", VARIANTS_PROBE, name="ours-then-theirs-variants")[0],
                         **_default_runs(venv, "ours-then-theirs", ("python -m evaluate",))}
     _check(_run([venv.bin("python"), "-m", "pip", "uninstall", "-y", "-q", "cvt-port"], cwd=venv.work))
@@ -224,7 +281,7 @@ def installed(dists, release_checkpoint, tmp_path_factory):
                         **_default_runs(venv, "theirs-then-ours", ("cvt-evaluate",))}
     yield {"venv": venv, "alone": alone, "ours_then_theirs": ours_then_theirs, "ours_removed": ours_removed,
            "theirs_then_ours": theirs_then_ours}
-    shutil.rmtree(venv.path, ignore_errors=True)  # about 1.5 GB; pytest keeps its last three temp folders
+    shutil.rmtree(venv.path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the wheel and the sdist
