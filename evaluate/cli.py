@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", default="validation", help="dataset split for datasets/Hub data (default: validation)")
     d.add_argument("--image-column", help="image column of a datasets dataset (default: auto)")
     d.add_argument("--label-column", help="label column of a datasets dataset (default: auto)")
-    d.add_argument("--label-numbering", choices=("index0", "devkit"), help="what class numbers in a labels file "
-                   "mean: index0 = 0-based position among the 1000 sorted WordNet ids; devkit = the ILSVRC2012 devkit's "
+    d.add_argument("--label-numbering", choices=("index0", "devkit"), help="what class numbers in a labels file or "
+                   "class-folder names (ImageNet-V2's 0..999) mean: index0 = 0-based position among the 1000 sorted WordNet ids; devkit = the ILSVRC2012 devkit's "
                    "1-based ids (needs --devkit-map). Required when the labels are numbers")
     d.add_argument("--devkit-map", metavar="FILE", help="with --label-numbering devkit: 1000 lines "
                    "'<ILSVRC2012_ID> <WNID>', the synset table of the devkit's data/meta.mat")
