@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_error
 
-from .plan import (ATTENTIONS, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelEntry, ModelSpec, PlanError, Preprocessing, ReportSpec,
+from .plan import (ATTENTIONS, LABEL_SPACES, DEFAULT_OUTPUT, DataSpec, EvalPlan, ModelEntry, ModelSpec, PlanError, Preprocessing, ReportSpec,
                    RunSpec, default_num_workers, name_fields)
 from .plan import DEFAULT_LOG_DIR, LOGGERS
 from .plan_values import plan_parts as plan_parts_of
@@ -34,6 +34,7 @@ FLAGS = {
     "data.source": "--data", "data.labels_file": "--labels-file", "data.split": "--split",
     "data.image_column": "--image-column", "data.label_column": "--label-column",
     "data.label_numbering": "--label-numbering", "data.devkit_map": "--devkit-map", "data.subset": "--subset",
+    "data.label_space": "--label-space",
     "data.seed": "--seed", "data.subset_file": "--subset-file", "data.preprocessing": "--preprocessing",
     "data.skip_bad_images": "--skip-bad-images",
     "data.streaming": "--streaming", "data.revision": "--data-revision",
@@ -90,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", default="validation", help="dataset split for datasets/Hub data (default: validation)")
     d.add_argument("--image-column", help="image column of a datasets dataset (default: auto)")
     d.add_argument("--label-column", help="label column of a datasets dataset (default: auto)")
-    d.add_argument("--label-numbering", choices=("index0", "devkit"), help="what class numbers in a labels file "
-                   "mean: index0 = 0-based position among the 1000 sorted WordNet ids; devkit = the ILSVRC2012 devkit's "
+    d.add_argument("--label-numbering", choices=("index0", "devkit"), help="what class numbers in a labels file or "
+                   "class-folder names (ImageNet-V2's 0..999) mean: index0 = 0-based position among the 1000 sorted WordNet ids; devkit = the ILSVRC2012 devkit's "
                    "1-based ids (needs --devkit-map). Required when the labels are numbers")
     d.add_argument("--devkit-map", metavar="FILE", help="with --label-numbering devkit: 1000 lines "
                    "'<ILSVRC2012_ID> <WNID>', the synset table of the devkit's data/meta.mat")
+    d.add_argument("--label-space", choices=LABEL_SPACES, help="the classes the images are scored over: the logits of "
+                   "the model's other classes are masked before top-1/top-5, agreement and flips. full: all the model's "
+                   "classes; imagenet-a, imagenet-r: their 200 ImageNet-1k classes; data: the classes present in the data "
+                   "(default: imagenet-a or imagenet-r when the data's classes are exactly theirs, else full)")
     d.add_argument("--subset", type=int, metavar="N", help="evaluate a deterministic class-balanced subset of N images")
     d.add_argument("--seed", type=int, default=0, help="seed of the --subset choice (default: 0)")
     d.add_argument("--subset-file", metavar="FILE", help="evaluate exactly these image ids (one per line)")

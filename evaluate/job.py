@@ -33,6 +33,7 @@ from .pixels.cache_key import describe_transform, sha256_json
 from .models.candidates import Candidates, build_candidates, tune_models
 from .pixels.transforms import build_transforms
 from .sources.inputs import Inputs, num_classes
+from .sources.label_space import LabelSpace, resolve_label_space
 from .models.folders import Candidate, LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
 
@@ -54,12 +55,14 @@ class Member:
 
 @dataclass
 class Sources:
-    """The job's models (nothing loaded) and its images, checked against the models' one label set."""
+    """The job's models (nothing loaded) and its images, checked against the models' one label set, and the classes
+    the images are scored over (:mod:`evaluate.sources.label_space`)."""
 
     members: list[Member]
     inputs: Inputs
     stamps: object  # the cache's source stamps when the images come from its own list, else None
     classes: int
+    label_space: LabelSpace | None = None
 
 
 def read_models_file(path: str | Path) -> tuple[ModelEntry, ...]:
@@ -113,7 +116,8 @@ def sources(plan: EvalPlan, cache_dir: Path | None = None) -> Sources:
         raise PlanError("models.model", f"{odd} names its classes differently from {members[0].name} (label2id); "
                         "evaluate models of one label set together")
     inputs, stamps = run_inputs(plan.data, cache_dir, next((l2i for l2i in maps if l2i), None), classes[0])
-    return Sources(members, inputs, stamps, classes[0])
+    space = resolve_label_space(plan.data.label_space, inputs.data_classes, classes[0])
+    return Sources(members, inputs, stamps, classes[0], space)
 
 
 def hash_weights(members: list[Member]) -> list[Future]:

@@ -29,6 +29,9 @@ LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "wandb", "mlflow")
 
 Attention = Literal["einsum", "sdpa"]
 LabelNumbering = Literal["index0", "devkit"]
+# which of the model's classes the images are scored over (evaluate.sources.label_space); None: detected from the data
+LabelSpaceName = Literal["full", "imagenet-a", "imagenet-r", "data"]
+LABEL_SPACES: tuple[str, ...] = ("full", "imagenet-a", "imagenet-r", "data")
 ATTENTIONS: tuple[str, ...] = ("einsum", "sdpa")
 
 
@@ -137,6 +140,7 @@ class DataSpec:
     label_column: str | None = None
     label_numbering: LabelNumbering | None = None  # what class numbers in a labels file mean (never guessed)
     devkit_map: Path | None = None  # "<ILSVRC2012_ID> <WNID>" lines, for label_numbering "devkit"
+    label_space: LabelSpaceName | None = None  # the classes scored; None: ImageNet-A/-R when the data are theirs, else full
     subset: int | None = None  # a deterministic class-balanced subset of this many images
     seed: int = 0
     subset_file: Path | None = None  # exactly these image ids (wins over subset)
@@ -240,6 +244,8 @@ class EvalPlan:
         if not isinstance(d.preprocessing, Preprocessing):
             raise PlanError("data.preprocessing", f"choose one of {', '.join(p.value for p in Preprocessing)}",
                             d.preprocessing)
+        if d.label_space is not None and d.label_space not in LABEL_SPACES:
+            raise PlanError("data.label_space", f"choose one of {', '.join(LABEL_SPACES)}", d.label_space)
         if d.subset is not None and d.subset <= 0:
             raise PlanError("data.subset", "must be a positive number of images", d.subset)
         if d.revision is not None and not d.streaming:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now
 
-from .verdict.baseline import check_same_content, check_same_images, check_same_labels, compare, read_baseline
+from .verdict.baseline import check_same_content, check_same_images, check_same_label_space, check_same_labels
+from .verdict.baseline import compare, read_baseline
 from .verdict.gate import judge
 from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
 from .job import reference_of, sources
@@ -39,6 +40,7 @@ def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(src.inputs.samples))
         check_same_labels(baseline, src.inputs.samples, str(plan.data.source), src.inputs.source.layout)
+        check_same_label_space(baseline, src.label_space.record())
     weights = hash_weights(src.members)  # beside the loading and the pass
     load_models(src.members, plan)
     transforms = pixels(src.members, plan)
@@ -48,6 +50,7 @@ def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     batch_size, chunk = _batch_size(r, candidates, dataset.shapes, trainer, mixed, plan.report.summary)
     module = EvalModule(candidates, {key: t.normalization for key, t in transforms.items()}, src.classes,
                         reference=reference_of(src.members), skip_bad_images=plan.data.skip_bad_images,
+                        label_space=src.label_space.keep,
                         pad_to=batch_size if r.compile else None, reference_chunk=chunk,
                         hparams=_hparams(plan, src, trainer) if plan.report.loggers else None)
     with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
@@ -119,6 +122,7 @@ def model_run(plan: EvalPlan, trainer, src: Sources, m: Member, results: dict, t
                           image_processor=hf.describe() if hf is not None else None,
                           provenance=provenance, baseline=baseline, against=against)
     record["streaming"], record["data_revision"] = d.streaming, d.revision
+    record["label_space"] = src.label_space.record()  # the classes every figure of the record is over
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
                         for idx, label, top in view["rows"])
     return ModelRun(m, view, EvalResult(record, predictions, primary, reference, output))

@@ -63,7 +63,7 @@ def selection(spec: DataSpec, inputs: Inputs) -> dict | None:
             return None
         return {**chosen, "folders": _folders(str(spec.source), [s.image_id for s in inputs.samples]),
                 "layout": inputs.source.layout, "is_ilsvrc_val": inputs.source.is_ilsvrc_val,
-                "is_subset": inputs.is_subset}
+                "is_subset": inputs.is_subset, "data_classes": list(inputs.data_classes)}
     except OSError:
         return None
 
@@ -80,6 +80,7 @@ def inputs_from_cache(cache_dir: Path, spec: DataSpec, classes: int = 0) -> tupl
         ids = (Path(cache_dir) / "image_ids.txt").read_text(encoding="utf-8").splitlines()
         labels = np.load(Path(cache_dir) / "labels.npy")
         stamps = np.load(Path(cache_dir) / "sources.npy")
+        data_classes = tuple(int(c) for c in recorded["data_classes"])  # the whole source's, not the subset's
         if not (len(ids) == len(labels) == len(stamps)) or _folders(str(spec.source), ids) != recorded["folders"]:
             return None
         root = str(spec.source)
@@ -97,7 +98,7 @@ def inputs_from_cache(cache_dir: Path, spec: DataSpec, classes: int = 0) -> tupl
     if classes:
         check_label_range(samples, classes, spec.source)
     source = DataSource(recorded["layout"], samples, bool(recorded["is_ilsvrc_val"]), root=root)
-    return Inputs(source, samples, bool(recorded["is_subset"])), stamps
+    return Inputs(source, samples, bool(recorded["is_subset"]), data_classes), stamps
 
 
 def run_inputs(spec: DataSpec, cache_dir: Path | None, label2id, classes: int) -> tuple[Inputs, np.ndarray | None]:

@@ -282,6 +282,9 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
       f"{fmt(record['images_per_second'], '.1f')} images/s after the first batch ({record['pass_seconds']:.1f} s pass) "
       f"on {record['world_size']} process(es)"
       + (f", ReaL top-1 {record['real_top1']:.2f}%" if record["real_top1"] is not None else ""))
+    space = record.get("label_space")
+    if space and space["name"] != "full":
+        w(f"label space {space['name']}: ranked over its {space['classes']} classes (the others' logits masked)")
     if record["num_bad_images"]:
         w(f"{record['num_bad_images']} bad image(s) skipped (listed in report.md)")
     for c in record["checks"]:

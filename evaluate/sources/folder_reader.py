@@ -37,14 +37,23 @@ def imagefolder_root(path: Path) -> Path | None:
     return None
 
 
-def read_imagefolder(root: Path, label2id: dict[str, int] | None) -> DataSource:
+def folder_class(root: Path, name: str, label2id: dict[str, int] | None, numbering) -> int:
+    """The class index of a class folder: a WordNet id or a label of the model; a folder named by a number (ImageNet-V2's
+    ``0``..``999``) in the stated numbering (``data.label_numbering index0``: the sorted-WordNet-id position), else
+    only when the model calls a class that (a digits model's "0".."9"): never read as anything else."""
+    if name.isdigit():
+        return label_token(name, label2id, f"{root}: class folder '{name}'", numbering)
+    idx = class_index(name, label2id)
+    if idx is None:
+        known = "" if not label2id else f" or a label of the model (e.g. {', '.join(list(label2id)[:3])})"
+        raise BadInput(f"{root}: class folder '{name}' is neither an ImageNet WordNet id{known}; rename or remove it")
+    return idx
+
+
+def read_imagefolder(root: Path, label2id: dict[str, int] | None, numbering=None) -> DataSource:
     samples = []
     for d in class_dirs(root):
-        idx = class_index(d.name, label2id)
-        if idx is None:
-            known = "" if not label2id else f" or a label of the model (e.g. {', '.join(list(label2id)[:3])})"
-            raise BadInput(f"{root}: class folder '{d.name}' is neither an ImageNet WordNet id{known}; "
-                           "rename or remove it")
+        idx = folder_class(root, d.name, label2id, numbering)
         for f in sorted(p for p in d.rglob("*") if image_entry(p)):
             if any(part.startswith(".") for part in f.relative_to(d).parts):
                 continue

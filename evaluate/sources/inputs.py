@@ -19,11 +19,17 @@ from .subset import read_subset_file, select_subset
 
 @dataclass
 class Inputs:
-    """The data source, the images chosen from it (in evaluation order), and whether that is a subset."""
+    """The data source, the images chosen from it (in evaluation order), whether that is a subset, and the classes
+    present in the whole source (before any subset: what ``data.label_space data`` scores over)."""
 
     source: DataSource
     samples: list[Sample]
     is_subset: bool
+    data_classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.data_classes:
+            self.data_classes = tuple(sorted({s.label for s in self.source.samples}))
 
 
 def prepare_data(spec: DataSpec, label2id: dict[str, int] | None, classes: int = 0) -> Inputs:

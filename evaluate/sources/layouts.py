@@ -14,6 +14,7 @@ Accepted layouts, tried in this order for a local path:
    (a folder holding ``state.json`` + ``dataset_info.json``, or ``dataset_dict.json``).
 2. ``imagefolder``: ``root/<class>/**/<image>`` (or ``root/val/<class>/...``). Only sub-folders
    that hold at least one image file count as classes; hidden entries (``.name``) are ignored.
+   Folders named by numbers (ImageNet-V2's ``0``..``999``) are class numbers: read with ``label_numbering``.
 3. ``flat``: image files directly in ``root`` plus a labels file (``labels_file=`` or, found
    automatically in the folder, ``LOC_val_solution.csv``, ``val_labels.txt`` or ``labels.txt``).
    Passing ``labels_file`` always selects this layout.
@@ -119,7 +120,7 @@ def discover(
 
     root = imagefolder_root(path)
     if root is not None:
-        return read_imagefolder(root, label2id)
+        return read_imagefolder(root, label2id, numbering)
     if any(image_entry(p) for p in path.iterdir()):
         found = next((path / n for n in AUTO_LABEL_FILES if (path / n).is_file()), None)
         if found is None:

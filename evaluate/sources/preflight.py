@@ -1,7 +1,9 @@
 """Shipped data checked before computing: on a cluster, a failure found after the pass costs the whole
 pass. :func:`check_shipped_data` is called once by :func:`evaluate.run.run_plan`, before any model is
 loaded: the data files shipped with the package load (the ImageNet-1k class list, and the ImageNet-ReaL
-labels when the images are ILSVRC2012 validation files), rather than failing in the report.
+labels when the images are ILSVRC2012 validation files), rather than failing in the report. The ImageNet-A/-R
+class lists are read and checked where the label space is chosen (:mod:`evaluate.sources.label_space`), before
+this, whenever a 1000-class model might use them.
 
 The output folder is checked by :func:`evaluate.reports.report.check_output` (a real write test from
 :mod:`cvt_port.outputs`), the model folder where it is loaded (:mod:`evaluate.models.folders`).

@@ -60,6 +60,7 @@ class EvalModule(L.LightningModule):
         pad_to: int | None = None,
         hparams: dict | None = None,
         reference_chunk: int | None = None,
+        label_space: tuple[int, ...] | None = None,
     ):
         super().__init__()
         if hparams:  # the run's settings, which Lightning hands to its loggers before the pass
@@ -70,7 +71,13 @@ class EvalModule(L.LightningModule):
         self.models = nn.ModuleDict({module_key(c.name): c.module for c in candidates})
         self.normalizations = normalizations
         self.num_classes = num_classes
-        self.topk = min(5, num_classes)
+        # the label space (evaluate.sources.label_space): every row ranks only these classes; None: all of them
+        keep = None
+        if label_space is not None:
+            keep = torch.zeros(num_classes, dtype=torch.bool)
+            keep[list(label_space)] = True
+        self.register_buffer("keep", keep, persistent=False)  # moves to the device with the module
+        self.topk = min(5, num_classes if label_space is None else len(label_space))
         self.reference = reference
         self.skip_bad_images = skip_bad_images
         keys = [module_key(c.name) for c in candidates]
@@ -169,7 +176,7 @@ class EvalModule(L.LightningModule):
             key = module_key(c.name)
             x = self.normalizations[c.preprocessing](pixels[c.preprocessing])
             logits[c.name] = out = self._forward(c, x)
-            top[c.name] = pred = ranked(out, self.topk)
+            top[c.name] = pred = ranked(out, self.topk, self.keep)
             right = (pred[:, 0] == target).float()
             self.hits1[key].update(right)
             self.hits5[key].update((pred == target[:, None]).any(dim=1).float())
@@ -180,6 +187,7 @@ class EvalModule(L.LightningModule):
                 if c.name != ref:
                     key = module_key(c.name)
                     self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).float())
+                    # over every output of the models, masked or not: a parity figure of the conversion
                     self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
         names = list(top)
         host = torch.stack([top[name] for name in names]).cpu().tolist()  # the one copy to the host per step

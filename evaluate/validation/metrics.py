@@ -19,11 +19,16 @@ import torch
 from torchmetrics import Metric, SumMetric
 
 
-def ranked(logits: torch.Tensor, k: int) -> torch.Tensor:
+def ranked(logits: torch.Tensor, k: int, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Class indices of the ``k`` largest logits per row, best first; ties go to the lower index.
 
-    A stable sort of the negated logits keeps equal values in index order, on every device."""
-    return torch.sort(-logits.float(), dim=-1, stable=True).indices[:, :k]
+    A stable sort of the negated logits keeps equal values in index order, on every device. ``keep`` (a boolean
+    vector over the classes, :mod:`evaluate.sources.label_space`) ranks only those classes: the others' logits are
+    set to -inf first, so with ``k`` at most the kept count no other class is ever among the ``k``."""
+    scores = logits.float()
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return torch.sort(-scores, dim=-1, stable=True).indices[:, :k]
 
 
 @dataclass

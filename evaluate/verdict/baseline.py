@@ -163,6 +163,17 @@ def check_same_labels(baseline: Baseline, samples, data: str, layout: str) -> No
                         f"with a baseline of the same data", baseline.folder)
 
 
+def check_same_label_space(baseline: Baseline, space: dict) -> None:
+    """Before any model is loaded: both runs rank the same classes (``label_space`` of report.json; a baseline from
+    before the field ranked all of them). Top-1s over other classes would flip where nothing changed."""
+    theirs = baseline.record.get("label_space")
+    if theirs is None and space["name"] == "full" or theirs is not None and theirs.get("sha256") == space["sha256"]:
+        return
+    described = "all the model's classes" if theirs is None else f"{theirs.get('name')} ({theirs.get('classes')} classes)"
+    raise PlanError("report.baseline", f"ranked {described}, this run ranks {space['name']} ({space['classes']} "
+                    "classes); give data.label_space as the baseline did", baseline.folder)
+
+
 def check_same_content(baseline: Baseline, content: dict[int, str], image_ids, data: str, layout: str) -> None:
     """After the pass (the bytes are known once read): an image whose bytes' sha256 differs from the baseline's under
     the same id is another image; one line naming the data each run read. Images without a hash on either side
