@@ -185,3 +185,12 @@ def test_chromium_loads_the_page_without_errors_and_shows_the_figures(flipped_ru
 
     assert near(charts.COLOURS[0]) > 2000  # the per-class bars
     assert near(charts.FLIP_COLOUR) > 30  # the scatter's flipped images
+
+
+def test_a_job_of_two_models_gets_one_section_each(digits, flipped_run, tmp_path):
+    swapped = flipped_run[0].parent / "swapped"
+    out = tmp_path / "job"
+    result = evaluate_model(model=[digits, swapped], data=DATA, subset=40, output=out, **CPU)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert re.findall(r"<section><h2>(.*?)</h2>", page) == list(result.names) and len(result.names) == 2
+    assert page.count('<div class="figure" id="per-class">') == 2 and loads_nothing(page) == []
