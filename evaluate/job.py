@@ -190,7 +190,8 @@ def member_results(results: dict, m: Member) -> dict:
                                        preprocessing=mode_of[results["models"][name].preprocessing])
               for row, name in m.internal.items()}
     rows = [(idx, label, {row: top[name] for row, name in m.internal.items()}) for idx, label, top in results["rows"]]
-    return {**results, "models": models, "rows": rows}
+    probs = {idx: {row: p[name] for row, name in m.internal.items()} for idx, p in results.get("top1_prob", {}).items()}
+    return {**results, "models": models, "rows": rows, "top1_prob": probs}
 
 
 def member_heads(heads: list[str], m: Member) -> list[str]:

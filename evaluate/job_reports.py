@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .job import Member, Sources
+from .reports.html_report import model_section, page
 from .reports.release import release
 from .reports.report import csv_text, fmt, markdown, print_summary, report_texts, write_texts
 from .result import EvalResult, ManyEvalResult, exit_status, worst_verdict
@@ -62,11 +63,12 @@ def job_texts(src: Sources, runs: list[ModelRun]) -> dict[str, str]:
     """The job's report files, by name."""
     image_ids = [s.image_id for s in src.inputs.samples]
     id2label = runs[0].member.folder.config.get("id2label", {})
+    class_names = [id2label.get(str(i), str(i)) for i in range(src.classes)]
+    read_image = lambda idx: src.inputs.source.load_image(src.inputs.samples[idx])  # noqa: E731 (thumbnails)
     if len(runs) == 1:
         run = runs[0]
-        class_names = [id2label.get(str(i), str(i)) for i in range(src.classes)]
         return report_texts(run.result.record, run.results, image_ids, run.result.primary, run.result.reference,
-                            class_names)
+                            class_names, read_image)
     columns = [(_column(run.member.name, row, run.result.primary), run, row) for run in runs for row in run.results["models"]]
     lines = [["image_id", "label", *[c for c, _, _ in columns]]]
     for i, (idx, label, _) in enumerate(runs[0].results["rows"]):
@@ -84,7 +86,10 @@ def job_texts(src: Sources, runs: list[ModelRun]) -> dict[str, str]:
           f"**Gate: {record['gate'].upper()}** (the worst of the models' verdicts)", ""]
     for name, one in zip(names, record["runs"]):
         md += [markdown(one).replace("# Evaluation of", f"## {name}:", 1)]
+    sections = [model_section(run.result.record, run.results, image_ids, run.result.primary, run.result.reference,
+                              class_names, read_image, heading=name) for name, run in zip(names, runs)]
     return {"report.json": json.dumps(record, indent=2) + "\n", "report.md": "\n".join(md),
+            "report.html": page(f"Evaluation of {len(runs)} models (gate {record['gate']})", sections),
             "predictions.csv": csv_text(lines), "per_class.csv": csv_text(per_class)}
 
 

@@ -45,9 +45,11 @@ def steps(command: str) -> list[str]:
 
 
 def ci_steps() -> list[str]:
-    """.ci/run's commands from the venv on, as a user types them (``python -m pip install -q`` is ``pip install``)."""
+    """.ci/run's commands from the venv on, as a user types them (``python -m pip install -q`` is ``pip install``).
+    The system browser CI installs for the report's browser test (as root, :func:`test_ci_installs_the_browser`) is
+    the CI machine's setup, not a step of the README's command."""
     lines = [ln.strip() for ln in (ROOT / ".ci/run").read_text().splitlines()]
-    run = [ln for ln in lines if ln and not ln.startswith(("#", "set ", "cd "))]
+    run = [ln for ln in lines if ln and not ln.startswith(("#", "set ", "cd ")) and "apt-get" not in ln]
     return [re.sub(r"^python -m pip install -q ", "pip install ", ln) for ln in run]
 
 
@@ -67,6 +69,13 @@ def test_the_docs_extra_is_what_ci_installs():
     assert {re.split(r"[\[<>=]", r.strip(' "'))[0] for r in docs.group(1).split(",")} == {"mkdocs", "mkdocstrings"}
     assert any(s.startswith("pip install -e") and "docs" in s for s in ci_steps())
     assert "mkdocs build --strict" in ci_steps()
+
+
+def test_ci_installs_the_browser():
+    """tests/test_report_html.py's browser test skips where Chromium is missing: CI installs it, before the tests."""
+    text = (ROOT / ".ci/run").read_text()
+    line = next(ln for ln in text.splitlines() if "apt-get install" in ln)
+    assert "chromium" in line and "/usr/bin/chromium" in line and text.index(line) < text.index("python -m pytest")
 
 
 def test_readme_examples_parse():

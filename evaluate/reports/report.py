@@ -20,6 +20,7 @@ from cvt_port.outputs import check_output_folder
 from cvt_port.provenance import LIBRARIES, library_versions
 
 from ..verdict import baseline as baseline_
+from .html_report import report_html
 from ..verdict.gate import Check, verdict
 from ..plan import PlanError
 from ..sources.real_labels import real_labels_for
@@ -152,16 +153,16 @@ def markdown(record: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-REPORT_FILES = ("report.json", "report.md", "predictions.csv", "per_class.csv")
+REPORT_FILES = ("report.json", "report.md", "report.html", "predictions.csv", "per_class.csv")
 OPTIONAL_REPORT_FILES = (baseline_.FLIPPED_FILE,)  # written when the run has them (a baseline comparison)
 # cvt_port.atomic's and the converter's temporary names; the lock and launch stamp beside the demo's model folder
 _OURS_HIDDEN = re.compile(r"^\..+(\.(tmp|old)-|\.lock$|\.launch$)")
 
 
 def report_texts(record: dict, results: dict, image_ids, primary: str, reference: str | None,
-                 class_names: list[str]) -> dict[str, str]:
-    """One model's report.json, report.md, predictions.csv and per_class.csv (and flipped.csv after a baseline
-    comparison), by file name."""
+                 class_names: list[str], read_image=None) -> dict[str, str]:
+    """One model's report.json, report.md, report.html, predictions.csv and per_class.csv (and flipped.csv after a
+    baseline comparison), by file name. ``read_image(index)`` reads an image again for report.html's thumbnails."""
     others = [n for n in results["models"] if n not in (primary, reference)]
     k = max((len(top[primary]) for _, _, top in results["rows"]), default=5)
     # the last column: the sha256 of the bytes each image was decoded from (empty where none were read), so that
@@ -180,6 +181,7 @@ def report_texts(record: dict, results: dict, image_ids, primary: str, reference
         if counts[c]:
             pc.append([c, name, counts[c], *[f"{m.per_class[c]:.4f}" for m in results["models"].values()]])
     texts = {"report.json": json.dumps(record, indent=2) + "\n", "report.md": markdown(record),
+             "report.html": report_html(record, results, image_ids, primary, reference, class_names, read_image),
              "predictions.csv": csv_text(lines), "per_class.csv": csv_text(pc)}
     if record.get("baseline"):
         texts[baseline_.FLIPPED_FILE] = baseline_.flipped_csv(record["baseline"])

@@ -93,6 +93,7 @@ class EvalModule(L.LightningModule):
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
         self._content: list[tuple[int, str]] = []  # (index, sha256 of the image's bytes)
+        self._top1_prob: list[tuple[int, dict]] = []  # (index, {candidate: softmax probability of its top-1})
         self._faults: list[Fault] = []
         self._error: BaseException | None = None
         self.decided = False
@@ -117,7 +118,7 @@ class EvalModule(L.LightningModule):
     # -- the pass ------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._rows, self._bad_messages, self._faults, self._error = [], [], [], None
-        self._content = []
+        self._content, self._top1_prob = [], []
         self.decided = False
         self.stop_reading.clear()
         peers.start()  # a process of the launch that dies during the pass is noticed in seconds (evaluate.runtime.peers)
@@ -190,9 +191,13 @@ class EvalModule(L.LightningModule):
                     # over every output of the models, masked or not: a parity figure of the conversion
                     self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
         names = list(top)
-        host = torch.stack([top[name] for name in names]).cpu().tolist()  # the one copy to the host per step
+        # each row's top-k and the softmax probability of its top-1 (report.html's scatter) in the one copy to the
+        # host per step: class indices are exact in float32 (below 2**24)
+        host = torch.stack([torch.cat([top[name].float(), top1_probability(logits[name], top[name])], dim=1)
+                            for name in names]).cpu().tolist()
         for i, (idx, label) in enumerate(zip(index.tolist(), labels.tolist())):
-            self._rows.append((idx, label, {name: host[m][i] for m, name in enumerate(names)}))
+            self._rows.append((idx, label, {name: [int(c) for c in host[m][i][:-1]] for m, name in enumerate(names)}))
+            self._top1_prob.append((idx, {name: host[m][i][-1] for m, name in enumerate(names)}))
         if self._t_first is None:
             self._t_first, self._n_first = time.perf_counter(), n
 
@@ -203,6 +208,7 @@ class EvalModule(L.LightningModule):
         # steady state: after each rank's first batch (kernel selection, torch.compile, worker warm-up)
         firsts = self._gather([(self._n_first, now - self._t_first if self._t_first else 0.0)])
         rows, bad, content = self._gather(self._rows), self._gather(self._bad_messages), self._gather(self._content)
+        top1_prob = self._gather(self._top1_prob)
         rows.sort(key=lambda r: r[0])
         peers.stop()  # the last collectives of the pass are behind; the metrics' syncs come next
         with warnings.catch_warnings():  # a rank without images computes too: it takes part in the sync
@@ -216,6 +222,7 @@ class EvalModule(L.LightningModule):
             "rows": rows,
             "bad_images": sorted(bad),
             "content": dict(content),  # index -> sha256 of the image's bytes (images whose bytes were read)
+            "top1_prob": dict(top1_prob),  # index -> {candidate: softmax probability of its top-1 class}
             "elapsed_s": max(self._gather([elapsed])),
             "first_batch_images": sum(n for n, _ in firsts),
             "steady_s": max(t for _, t in firsts),
@@ -275,6 +282,11 @@ class EvalModule(L.LightningModule):
         except RuntimeError as exc:  # gloo/NCCL: a peer died or did not answer within the group's timeout
             raise peers.collective_failed(exc) from None
         return [x for part in out for x in part]
+
+
+def top1_probability(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Each image's softmax probability of its top-1 class (of :func:`ranked`'s top-1, ties included), as a column."""
+    return torch.softmax(logits.float(), dim=-1).gather(1, top[:, :1])
 
 
 def _distributed() -> bool:
