@@ -185,3 +185,12 @@ def test_a_later_sets_data_is_checked_before_the_first_sets_pass(digits, tmp_pat
     with pytest.raises(BadInput) as caught:
         evaluate_model(model=digits, config=VARIANT, suite=suite, **CPU)
     assert "empty" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_sample_suite_file_runs_and_passes(digits):
+    sample = Path(__file__).resolve().parent.parent / "configs" / "suites" / "digits.yaml"
+    result = evaluate_model(model=digits, config=VARIANT, suite=sample, **CPU)
+    assert result.names == ("all", "subset-seed1") and result.record["suite"] == "bundled-digits"
+    assert [r.num_samples for r in result.sets] == [360, 120]
+    assert result.for_set("all").record["full_dataset"] is True
+    assert result.verdict == "pass" and result.exit_status is ExitStatus.PASS
