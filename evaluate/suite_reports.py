@@ -25,11 +25,13 @@ def suite_result(name: str, names: list[str], results: list[EvalResult | ManyEva
 
 
 def table(record: dict) -> list[str]:
-    """One Markdown line per set: its data, images, the primary model's figures and its verdict."""
-    lines = ["| set | data | images | top-1 % | top-5 % | gate |", "|---|---|---|---|---|---|"]
+    """One Markdown line per set (per set and model, for several models): its data, images, the primary row's
+    figures and its verdict."""
+    lines = ["| set | model | data | images | top-1 % | top-5 % | gate |", "|---|---|---|---|---|---|---|"]
     for one in record["sets"]:
-        lines.append(f"| {one['set']} | {one.get('data', '-')} | {one.get('num_samples', '-')} | "
-                     f"{fmt(one.get('top1'))} | {fmt(one.get('top5'))} | {one['gate']} |")
+        for run in one.get("runs", [one]):
+            lines.append(f"| {one['set']} | {Path(run['model']).name} | {run['data']} | {run['num_samples']} | "
+                         f"{fmt(run['top1'])} | {fmt(run['top5'])} | {run['gate']} |")
     return lines
 
 
