@@ -296,7 +296,14 @@ def _gate(c: _FileChecker, doc: dict) -> dict:
     return dict(g)
 
 
-def _read_yaml(path: Path):
+def read_gate_section(where, doc: dict) -> dict:
+    """``doc``'s ``gate:`` section, typed and range-checked as a variant file's (a suite file's set has one too);
+    ``where`` names the file (and the set) in the one-line error."""
+    return _gate(_FileChecker(where), doc)
+
+
+def read_yaml(path: Path):
+    """A YAML file's document; a one-line :class:`BadInput` naming the file when it cannot be read or parsed."""
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -316,7 +323,7 @@ def load_variant_file(path: str | Path) -> Variant:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: variant config not found (see {CONFIGS_DIR} for the known variants)")
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise BadInput(f"{path}: not a variant config (a YAML mapping with the keys {', '.join(_TOP_KEYS)})")
     unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)

@@ -23,13 +23,13 @@ from .runtime.interrupts import Interrupted
 from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKind, ModelSpec, PlanError, Preprocessing,
                    ReportSpec, RunSpec)
 from .plan_values import field_default, plan_fields, plan_parts
-from .result import EvalResult, ManyEvalResult, Prediction, exit_status
+from .result import EvalResult, ManyEvalResult, Prediction, SuiteResult, exit_status
 from . import run as _run
 
 __all__ = [
     "DEFAULT_OUTPUT", "DataSpec", "EvalPlan", "EvalResult", "Interrupted", "ManyEvalResult", "Mode", "ModelEntry",
     "ModelKind", "ModelSpec",
-    "PlanError", "Prediction", "Preprocessing", "ReportSpec", "RunSpec", "build_cache", "evaluate_model",
+    "PlanError", "Prediction", "Preprocessing", "ReportSpec", "RunSpec", "SuiteResult", "build_cache", "evaluate_model",
     "exit_status", "run_plan",
 ]
 
@@ -38,10 +38,11 @@ __all__ = [
 # would not read well in a call; the fields that are not keywords, and why
 KEYWORDS = {"data.source": "data", "data.revision": "data_revision", "report.loggers": "logger"}
 NOT_KEYWORDS = {"models.extra_models": "several models are model=[A, B, ...]",
+                "data.gate": "a data set's own gate is given per set in a suite file (suite=)",
                 "report.command": "the call itself is recorded as the command"}
 # where a call's default differs from the plan's: a library call writes and prints nothing unless asked
 API_DEFAULTS = {"output": None, "summary": False}
-REQUIRED = ("model", "data")
+REQUIRED = ("model",)  # and data, or a suite of data sets (the plan says which is missing)
 
 
 def _signature() -> inspect.Signature:
@@ -53,10 +54,10 @@ def _signature() -> inspect.Signature:
         default = inspect.Parameter.empty if keyword in REQUIRED else API_DEFAULTS.get(keyword, field_default(name))
         params.append(inspect.Parameter(keyword, inspect.Parameter.KEYWORD_ONLY, default=default))
     params.sort(key=lambda p: p.default is not inspect.Parameter.empty)  # the required ones first
-    return inspect.Signature(params, return_annotation="EvalResult | ManyEvalResult")
+    return inspect.Signature(params, return_annotation="EvalResult | ManyEvalResult | SuiteResult")
 
 
-def evaluate_model(**options) -> EvalResult | ManyEvalResult:
+def evaluate_model(**options) -> EvalResult | ManyEvalResult | SuiteResult:
     """Evaluate ``model`` on ``data``: one keyword per plan field (the CLI's flags; see ``help(evaluate_model)`` or
     :data:`KEYWORDS`). Nothing is written unless ``output`` names a folder; nothing is printed but Lightning's
     progress bar unless ``summary``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
@@ -66,7 +67,10 @@ def evaluate_model(**options) -> EvalResult | ManyEvalResult:
 
     Several models on the same batches: ``model=[A, B, ...]``, each a folder/Hub id or a ``(folder, config)`` pair
     (``config`` applies to the others); the result is then a :class:`ManyEvalResult` (``result.runs``,
-    ``result.for_model(name)``, the worst verdict as ``result.verdict``)."""
+    ``result.for_model(name)``, the worst verdict as ``result.verdict``).
+
+    Several test sets: ``suite="suite.yaml"`` instead of ``data`` (:mod:`evaluate.suite`); the result is then a
+    :class:`SuiteResult` (``result.sets``, ``result.for_set(name)``, the worst set's verdict as ``result.verdict``)."""
     bound = evaluate_model.__signature__.bind(**options)  # an unknown or missing keyword: TypeError, as for any call
     command = _call("evaluate_model", bound.arguments)
     bound.apply_defaults()
@@ -79,9 +83,10 @@ def evaluate_model(**options) -> EvalResult | ManyEvalResult:
 evaluate_model.__signature__ = _signature()
 
 
-def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
+def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult | SuiteResult:
     """Run a plan: every model of it in one pass (:func:`evaluate.run.run_plan`); one model gives an
-    :class:`EvalResult`, several a :class:`ManyEvalResult`."""
+    :class:`EvalResult`, several a :class:`ManyEvalResult`, a suite of data sets (``data.suite``) a
+    :class:`SuiteResult`."""
     return _run.run_plan(plan)
 
 

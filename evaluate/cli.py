@@ -37,7 +37,7 @@ FLAGS = {
     "data.label_space": "--label-space",
     "data.seed": "--seed", "data.subset_file": "--subset-file", "data.preprocessing": "--preprocessing",
     "data.skip_bad_images": "--skip-bad-images",
-    "data.streaming": "--streaming", "data.revision": "--data-revision",
+    "data.streaming": "--streaming", "data.revision": "--data-revision", "data.suite": "--suite",
     "run.batch_size": "--batch-size", "run.num_workers": "--num-workers", "run.accelerator": "--accelerator",
     "run.devices": "--devices", "run.num_nodes": "--num-nodes", "run.strategy": "--strategy",
     "run.precision": "--precision", "run.cache_dir": "--cache-dir", "run.attention": "--attention",
@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--streaming", action="store_true", help="read parquet, WebDataset shards or a Hub dataset as a "
                    "stream: labels first, then only the chosen images are decoded; nothing is downloaded whole")
     d.add_argument("--data-revision", metavar="REV", help="with --streaming: the Hub dataset's commit, tag or branch")
+    d.add_argument("--suite", metavar="FILE", help="several test sets in one job, instead of --data and the other data "
+                   "flags: a YAML file of sets (data, subset, labels, recorded top-1, gate tolerances per set); each "
+                   "set's reports in OUTPUT/<set>/, one record per set in report.json, the worst verdict as the exit "
+                   "status")
     r = p.add_argument_group("how to run")
     r.add_argument("--batch-size", type=batch_size, default=64, help="images per batch and device (default: 64), or "
                    "auto: the largest power of two that fits the device, found by probe batches before the pass")
@@ -188,7 +192,8 @@ def quiet_libraries(verbose: bool) -> None:
 
 # plan fields that no flag sets, and why
 NOT_FLAGS = {"report.summary": "the CLI always prints its summary",
-             "report.command": "the command line itself is recorded as the command"}
+             "report.command": "the command line itself is recorded as the command",
+             "data.gate": "a data set's own gate is given per set in a --suite file"}
 
 
 def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
@@ -220,7 +225,8 @@ def command_line(argv: list[str]) -> str:
 
 def is_demo(args: argparse.Namespace) -> bool:
     """No model, data or reference given: the bundled demo."""
-    return args.model is None and args.models_file is None and args.data is None and args.reference is None
+    return (args.model is None and args.models_file is None and args.data is None and args.reference is None
+            and args.suite is None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from .sources.inputs import Inputs, num_classes
 from .sources.label_space import LabelSpace, resolve_label_space
 from .models.folders import Candidate, LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
+from .verdict.gate_settings import for_data
 
 
 @dataclass
@@ -104,6 +105,8 @@ def sources(plan: EvalPlan, cache_dir: Path | None = None) -> Sources:
                                    extra_models=())
         folder = inspect_folder(entry.model)
         members.append(Member(name, spec, folder, resolve_variant(entry.config, folder)))
+        if entry.reference is None:  # the data's own gate (a suite's set) checked now, unless the .pth names the variant
+            for_data(members[-1].variant, plan.data.gate)
         if entry.reference is not None and not Path(entry.reference).exists():
             raise PlanError("models.reference", "no such file", entry.reference)
     classes = [num_classes(m.folder, m.variant) for m in members]
@@ -135,7 +138,7 @@ def load_models(members: list[Member], plan: EvalPlan) -> None:
     named is read off the original weights."""
     for m in members:
         m.candidates = build_candidates(m.spec, plan.modes, m.folder, m.variant)
-        m.variant = m.candidates.variant
+        m.variant = for_data(m.candidates.variant, plan.data.gate)  # a suite's set may have its own gate
 
 
 def pixels(members: list[Member], plan: EvalPlan) -> dict:

@@ -149,6 +149,12 @@ class DataSpec:
     # read parquet, shards or a Hub dataset as a stream (labels first; only the chosen images are decoded)
     streaming: bool = False
     revision: str | None = None  # the Hub dataset's commit, tag or branch (a Hub id only)
+    # several test sets in one job: a YAML file of sets, each its own source, subset, labels and gate
+    # (evaluate.suite); the other data fields then come from the file, set by set
+    suite: Path | None = None
+    # this data's own gate over the variant's (a suite file's set gives it): ("recorded_top1", 70.4) (None: no figure
+    # recorded for this data), ("recorded_images", N) and any gate setting, as sorted (key, value) pairs
+    gate: tuple[tuple[str, float | None], ...] = ()
 
 
 MAX_DEFAULT_WORKERS = 8  # past this, decoding outpaces one device and workers only cost memory
@@ -239,7 +245,9 @@ class EvalPlan:
         m, d, r = self.models, self.data, self.run
         if not m.model:
             raise PlanError("models.model", "no model given (a converted folder or Hub id)")
-        if not d.source:
+        if d.suite is not None:
+            check_suite_plan(self)
+        elif not d.source:
             raise PlanError("data.source", "no data given (an ImageNet validation folder, labels, or dataset)")
         if not isinstance(d.preprocessing, Preprocessing):
             raise PlanError("data.preprocessing", f"choose one of {', '.join(p.value for p in Preprocessing)}",
@@ -292,6 +300,27 @@ def check_several_models(plan: EvalPlan) -> None:
         if entry.model in seen:
             raise PlanError("models.model", "is given twice; give each model once", entry.model)
         seen.add(entry.model)
+
+
+# what a suite's set gives itself (evaluate.suite); the data fields a suite job may still set for every set
+SUITE_WIDE_DATA = ("suite", "preprocessing")
+
+
+def check_suite_plan(plan: EvalPlan) -> None:
+    """A suite job (``data.suite``): every data setting but the preprocessing comes from the file, set by set, so a
+    data field given too contradicts it; the options that concern one data set's run are refused as well."""
+    defaults = DataSpec()
+    for name in DataSpec.__dataclass_fields__:
+        if name not in SUITE_WIDE_DATA and getattr(plan.data, name) != getattr(defaults, name):
+            raise PlanError(f"data.{name}", "is given per test set in the suite file (data.suite); set it there",
+                            getattr(plan.data, name))
+    one_set = [("report.baseline", plan.report.baseline is not None, "compares one data set's predictions"),
+               ("report.update_card", plan.report.update_card, "writes one run's results into the card"),
+               ("report.push_to_hub", plan.report.push_to_hub is not None, "uploads one run's reports"),
+               ("run.cache_dir", plan.run.cache_dir is not None, "holds one data set's pixels")]
+    for name, given, what in one_set:
+        if given:
+            raise PlanError(name, f"{what}; with data.suite, run it on that set alone")
 
 
 def check_release_plan(report) -> None:

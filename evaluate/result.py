@@ -138,3 +138,22 @@ class ManyEvalResult(_Verdict):
             if name in (label, run.record["model"]):
                 return run
         raise KeyError(f"no model {name!r} in this job; it has {', '.join(self.names)}")
+
+
+@dataclass(frozen=True)
+class SuiteResult(_Verdict):
+    """The outcome of a suite job (``data.suite``): one result per test set (``sets``, in the file's order; each
+    exactly what a run on that set alone gives back), the sets' names (``names``), the job's ``record``
+    (report.json: ``{"suite": name, "sets": [record, ...], "gate": worst}``, each set's record with its ``set``
+    name) and the worst set's verdict as the job's (:func:`worst_verdict`)."""
+
+    record: dict
+    sets: tuple[EvalResult | ManyEvalResult, ...]
+    names: tuple[str, ...]
+    output: Path | None
+
+    def for_set(self, name: str) -> EvalResult | ManyEvalResult:
+        """One set's result, by its name in the suite file."""
+        if name not in self.names:
+            raise KeyError(f"no set {name!r} in this suite; it has {', '.join(self.names)}")
+        return self.sets[self.names.index(name)]

@@ -3,7 +3,8 @@ variant, the images) -> models -> pixels (one preprocessing per distinct protoco
 per-model results -> verdict -> reports. A run of one model is a job of one (:mod:`evaluate.job`).
 :func:`run_plan` returns an :class:`~evaluate.result.EvalResult` for one model, a
 :class:`~evaluate.result.ManyEvalResult` for several (:mod:`evaluate.job_reports`); it prints and writes only
-what the plan's :class:`~evaluate.plan.ReportSpec` asks for."""
+what the plan's :class:`~evaluate.plan.ReportSpec` asks for. A suite (``data.suite``) runs this one path once per
+test set, the set's data a parameter of it, and returns a :class:`~evaluate.result.SuiteResult`."""
 
 from __future__ import annotations
 
@@ -17,25 +18,62 @@ from .verdict.baseline import compare, read_baseline
 from .verdict.gate import judge
 from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
 from .job import reference_of, sources
-from .job_reports import ModelRun, job_result, report_job
+from .job_reports import ModelRun, job_result, job_texts, report_job
+from .suite_reports import report_suite, suite_result
 from .runtime.numerics import autocast_dtype, float32_mode, hardware_facts, policy_record, sdpa_backend
 from .plan import EvalPlan
 from .sources.preflight import check_shipped_data
 from .reports.release import ReleaseError, check_before_pass
-from .result import EvalResult, ManyEvalResult, Prediction, RunFacts
+from .result import EvalResult, ManyEvalResult, Prediction, RunFacts, SuiteResult
 from .sources.subset import samples_sha256
 
 
-def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
-    """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`)."""
+def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult | SuiteResult:
+    """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`); with
+    ``data.suite``, on each test set of the file in turn (:func:`run_suite`)."""
+    if plan.data.suite is not None:
+        return run_suite(plan)
+    started = utc_now()
+    trainer, overrides, baseline = start(plan)  # device settings, output and release folders, the baseline
+    src = sources(plan, plan.run.cache_dir)  # every model's folder and variant, the images; nothing loaded
+    runs = evaluate_set(plan, started, trainer, overrides, baseline, src)
+    output = Path(plan.report.output) if plan.report.output is not None else None
+    on_rank_zero_then_together(trainer.is_global_zero, lambda: report_job(plan, src, runs, output))
+    return job_result(src.members, [run.result for run in runs], output)
+
+
+def run_suite(plan: EvalPlan) -> SuiteResult:
+    """Every set of the suite file through the same path as a run of that data alone (:func:`evaluate_set`), one
+    after another. The file, each set's plan and each set's data and labels are checked before any model is loaded;
+    the reports (each set's in ``output/<set>/``, the suite's report.json beside them) are written as one unit at
+    the end, and the verdict is the worst set's."""
+    from .suite import read_suite, set_plans
+    from .validation.trainer import make_trainer
+
+    suite = read_suite(plan.data.suite)
+    plans = set_plans(plan, suite)
+    trainer, overrides, _ = start(plan)
+    srcs = [sources(p) for _, p in plans]  # every set's data and labels, before any model is loaded
+    results, texts = [], {}
+    for i, ((name, p), src) in enumerate(zip(plans, srcs)):
+        started = utc_now()
+        runs = evaluate_set(p, started, trainer if i == 0 else make_trainer(p.run, p.report), overrides, None, src)
+        results.append(job_result(src.members, [run.result for run in runs], p.report.output))
+        texts.update({f"{name}/{file}": text for file, text in job_texts(src, runs).items()})
+    output = Path(plan.report.output) if plan.report.output is not None else None
+    result = suite_result(suite.name, [name for name, _ in plans], results, output)
+    on_rank_zero_then_together(trainer.is_global_zero, lambda: report_suite(plan, result, texts))
+    return result
+
+
+def evaluate_set(plan: EvalPlan, started, trainer, overrides, baseline, src: Sources) -> list[ModelRun]:
+    """The pass over one data set: every model of the plan loaded and run on the same batches, each model's
+    results, record and verdict (:func:`model_run`). Nothing is written here."""
     from .validation.data_module import EvalDataModule
     from .validation.lightning_module import EvalModule
     from .validation.trainer import run_validation
 
     r = plan.run
-    started = utc_now()
-    trainer, overrides, baseline = start(plan)  # device settings, output and release folders, the baseline
-    src = sources(plan, r.cache_dir)  # every model's folder and variant, the images; nothing loaded
     check_shipped_data(s.image_id for s in src.inputs.samples)
     if baseline is not None:  # the same ordered image list as the baseline's, before any model is loaded
         check_same_images(baseline, samples_sha256(src.inputs.samples))
@@ -60,11 +98,9 @@ def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult:
     if baseline is not None:  # the same images by content too (their bytes are known now)
         check_same_content(baseline, module.results["content"], [s.image_id for s in src.inputs.samples],
                            str(plan.data.source), src.inputs.source.layout)
-    runs = [model_run(plan, trainer, src, m, module.results, transforms, member_heads(heads, m), overrides,
+    return [model_run(plan, trainer, src, m, module.results, transforms, member_heads(heads, m), overrides,
                       run_provenance(plan.report.command, started, weighed.result()), baseline, output)
             for m, weighed in zip(src.members, weights)]
-    on_rank_zero_then_together(trainer.is_global_zero, lambda: report_job(plan, src, runs, output))
-    return job_result(src.members, [run.result for run in runs], output)
 
 
 def start(plan: EvalPlan):

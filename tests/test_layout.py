@@ -20,7 +20,7 @@ PACKAGES = ("cvt_port", "evaluate")
 # the data flow: flags -> plan -> (the process environment) -> models (folder, variant) -> sources (images,
 # labels) -> pixels -> Lightning validate -> verdict -> reports; the orchestration on top walks them.
 LAYERS = (
-    ("plan", {"evaluate.plan", "evaluate.plan_values", "evaluate.result"}),
+    ("plan", {"evaluate.plan", "evaluate.plan_values", "evaluate.result", "evaluate.suite"}),
     ("runtime", {"evaluate.runtime"}),
     ("models", {"evaluate.models"}),
     ("sources", {"evaluate.sources"}),
@@ -28,7 +28,8 @@ LAYERS = (
     ("validation", {"evaluate.validation"}),
     ("verdict", {"evaluate.verdict"}),
     ("reports", {"evaluate.reports"}),
-    ("orchestration", {"evaluate.run", "evaluate.job", "evaluate.job_reports", "evaluate.api", "evaluate.cli",
+    ("orchestration", {"evaluate.run", "evaluate.job", "evaluate.job_reports", "evaluate.suite_reports", "evaluate.api",
+                       "evaluate.cli",
                        "evaluate.default", "evaluate.__main__", "evaluate.bundled"}),
 )
 SUBPACKAGES = {"runtime", "models", "sources", "pixels", "validation", "verdict", "reports"}

@@ -206,7 +206,8 @@ def write_texts(output: Path, texts: dict[str, str]) -> None:
     output = Path(os.path.realpath(output))  # a link is followed: its folder is the one replaced
     check_output(output)
     with staged_dir(output) as tmp:
-        for name in texts:
+        for name in texts:  # "val/report.json": a suite's set has its reports in a folder of its own
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             with open(tmp / name, "w", encoding="utf-8", newline="") as fh:
                 fh.write(texts[name])
         _carry_over(output, tmp)
@@ -235,10 +236,17 @@ def check_output(output: Path) -> None:
 def _ours(entry: Path) -> bool:
     """A report file, a converted model folder (the default demo writes one into the output folder), or a temporary
     folder of ours."""
-    if entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name):
+    if entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name) or _set_reports(entry):
         return True
     return entry.is_dir() and not entry.is_symlink() and ((entry / "config.json").is_file()
                                                            or (entry / "conversion.json").is_file())
+
+
+def _set_reports(entry: Path) -> bool:
+    """A previous suite's set folder (``output/<set>/``): report files only. Replaced with the rest, never carried."""
+    if not entry.is_dir() or entry.is_symlink() or not (entry / "report.json").is_file():
+        return False
+    return all(p.name in REPORT_FILES + OPTIONAL_REPORT_FILES for p in entry.iterdir())
 
 
 def _carry_over(old: Path, new: Path) -> None:
@@ -248,7 +256,8 @@ def _carry_over(old: Path, new: Path) -> None:
     if not old.is_dir():
         return
     for entry in old.iterdir():
-        if entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name) or not _ours(entry):
+        if (entry.name in REPORT_FILES + OPTIONAL_REPORT_FILES or _OURS_HIDDEN.match(entry.name) or _set_reports(entry)
+                or not _ours(entry)):
             continue
         for _ in range(3):  # a concurrent conversion may swap the folder while it is being linked: retry
             try:

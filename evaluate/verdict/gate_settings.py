@@ -26,7 +26,10 @@ The defaults:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
+
+from ..plan import PlanError
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,26 @@ def gate_settings(variant) -> GateSettings:
     the defaults). The file's values were checked when it was read."""
     given = getattr(variant, "gate", None) or {}
     return GateSettings(**{k: float(v) for k, v in given.items() if k in SETTING_NAMES})
+
+
+def for_data(variant, gate: tuple[tuple[str, float | None], ...]):
+    """The variant as the gate reads it on this data (``DataSpec.gate``, a suite file's set): the data's own
+    recorded top-1 replaces the variant's (None: none recorded on it), with the images it was measured on
+    (``recorded_images``; without it the figure is judged as a sample's, never as the full set's), and the data's
+    gate settings override the variant file's. No gate of its own: the variant unchanged."""
+    if not gate:
+        return variant
+    given = dict(gate)
+    unknown = sorted(k for k in given if k not in (*SETTING_NAMES, "recorded_top1", "recorded_images"))
+    if unknown:
+        raise PlanError("data.gate", f"no gate setting {unknown[0]!r}; choose from recorded_top1, recorded_images, "
+                        f"{', '.join(SETTING_NAMES)}")
+    if variant is None:
+        raise PlanError("data.gate", "a data set's own gate needs the model's variant; give models.config")
+    reference = dict(variant.reference)
+    if "recorded_top1" in given:  # a figure of other data: the variant's own facts about its set do not apply
+        reference = {"top1": given["recorded_top1"], "dataset": "given with the data"}
+        if given.get("recorded_images") is not None:
+            reference["num_samples"] = int(given["recorded_images"])
+    settings = {**variant.gate, **{k: v for k, v in given.items() if k in SETTING_NAMES}}
+    return dataclasses.replace(variant, reference=reference, gate=settings)
