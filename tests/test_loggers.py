@@ -64,7 +64,7 @@ def test_csv_and_tensorboard_receive_report_jsons_figures(logged_run):
     result, report, tmp = logged_run
     logs = tmp / "logs"
     assert sorted(p.name for p in logs.iterdir()) == ["csv", "tensorboard"]
-    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["per_class.csv", "predictions.csv", "report.json",
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == ["per_class.csv", "predictions.csv", "report.html", "report.json",
                                                                "report.md"]  # nothing of the loggers in there
     with open(logs / "csv" / "version_0" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -188,7 +188,7 @@ def test_a_later_sets_data_is_checked_before_the_first_sets_pass(digits, tmp_pat
 
 
 def test_the_sample_suite_file_runs_and_passes(digits):
-    sample = Path(__file__).resolve().parent.parent / "configs" / "suites" / "digits.yaml"
+    sample = Path(__file__).resolve().parent.parent / "docs" / "examples" / "digits-suite.yaml"
     result = evaluate_model(model=digits, config=VARIANT, suite=sample, **CPU)
     assert result.names == ("all", "subset-seed1") and result.record["suite"] == "bundled-digits"
     assert [r.num_samples for r in result.sets] == [360, 120]
