@@ -194,3 +194,24 @@ def test_the_sample_suite_file_runs_and_passes(digits):
     assert [r.num_samples for r in result.sets] == [360, 120]
     assert result.for_set("all").record["full_dataset"] is True
     assert result.verdict == "pass" and result.exit_status is ExitStatus.PASS
+
+
+def test_a_suite_on_two_processes_gives_every_set_the_one_process_figures_and_one_status(digits, suite_run, tmp_path):
+    """A real launch of two processes (Lightning's ddp on CPU): every set after the first makes its Trainer in the
+    process group the first one started; each set's figures are the one-process suite's (every image counted once,
+    the shards of each set differ) and both processes end with the worst set's status (fail: 1)."""
+    from evalkit import evaluate_process
+
+    result, _ = suite_run
+    suite = write_suite(tmp_path / "digits-suite.yaml")
+    r = evaluate_process("--model", digits, "--config", VARIANT, "--suite", suite, "--output", tmp_path / "out",
+                         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--num-workers", "0",
+                         "--batch-size", "16")
+    assert r.returncode == ExitStatus.FAIL, r.stderr[-3000:]
+    assert r.stdout.count("GATE: FAIL") == 1  # rank 0 reports, once
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    for record in on_disk["sets"]:
+        one = result.for_set(record["set"]).record
+        assert record["world_size"] == 2 and record["num_samples"] == one["num_samples"]
+        assert {k: record[k] for k in ("top1", "top5", "subset_sha256", "gate", "checks")} == \
+            {k: one[k] for k in ("top1", "top5", "subset_sha256", "gate", "checks")}
