@@ -317,18 +317,25 @@ def read_yaml(path: Path):
         raise BadInput(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
+def read_yaml_mapping(path: Path, keys: tuple[str, ...], what: str) -> dict:
+    """A YAML file that must be a mapping of these top-level ``keys`` (a variant config, a suite file): its
+    document, or a one-line :class:`BadInput` naming the file and the first unknown key."""
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: not {what} (a YAML mapping with the keys {', '.join(keys)})")
+    unknown = sorted(str(k) for k in doc if k not in keys)
+    if unknown:
+        raise BadInput(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(keys)}")
+    return doc
+
+
 def load_variant_file(path: str | Path) -> Variant:
     """Read one variant YAML file, every key typed and range-checked: a bad file is a one-line
     :class:`BadInput` naming the file, the key, the value and what is allowed."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: variant config not found (see {CONFIGS_DIR} for the known variants)")
-    doc = read_yaml(path)
-    if not isinstance(doc, dict):
-        raise BadInput(f"{path}: not a variant config (a YAML mapping with the keys {', '.join(_TOP_KEYS)})")
-    unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)
-    if unknown:
-        raise BadInput(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(_TOP_KEYS)}")
+    doc = read_yaml_mapping(path, _TOP_KEYS, "a variant config")
     c = _FileChecker(path)
     if "name" not in doc:
         raise BadInput(f"{path}: key 'name' is missing")

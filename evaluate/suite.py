@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cvt_port.errors import BadInput
-from cvt_port.variants import read_gate_section, read_yaml
+from cvt_port.variants import read_gate_section, read_yaml_mapping
 
 from .plan import SUITE_WIDE_DATA, DataSpec, EvalPlan, PlanError
 
@@ -64,12 +64,7 @@ def read_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: suite file not found (data.suite)")
-    doc = read_yaml(path)
-    if not isinstance(doc, dict):
-        raise BadInput(f"{path}: not a suite file (a YAML mapping with the keys {', '.join(TOP_KEYS)})")
-    unknown = sorted(str(k) for k in doc if k not in TOP_KEYS)
-    if unknown:
-        raise BadInput(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(TOP_KEYS)}")
+    doc = read_yaml_mapping(path, TOP_KEYS, "a suite file")
     name = doc.get("suite", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise BadInput(f"{path}: key 'suite' = {name!r}: must be a non-empty name")

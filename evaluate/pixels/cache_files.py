@@ -81,17 +81,22 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def new_arrays(folder: Path, shapes: dict, n: int) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """The arrays of ``n`` cached images in ``folder``: per mode the memory-mapped pixels and their CRC-32s, the ok
+    flags and the content hashes (sha256, 32 bytes each), all zero until decoded."""
+    pixels = {mode: np.lib.format.open_memmap(folder / pixels_file(mode), mode="w+", dtype=np.uint8, shape=(n, *shape))
+              for mode, shape in shapes.items()}
+    crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
+    return pixels, crcs, np.zeros(n, dtype=bool), np.zeros((n, 32), dtype=np.uint8)
+
+
 def decode_range(out: Path, dataset: EvalDataset, start: int, stop: int, num_workers: int, batch_size: int,
                  skip_bad_images: bool, progress: bool, on_batch: Callable[[], None] | None = None):
     """Decode images ``start:stop`` into ``out/pixels-<mode>.npy`` and their content hashes into ``out/CONTENT_FILE``:
     (per-mode CRC-32s, ok flags, {index: message}) of those rows. ``on_batch`` is called after each batch (a
     builder's sign of life)."""
     n = stop - start
-    pixels = {mode: np.lib.format.open_memmap(out / pixels_file(mode), mode="w+", dtype=np.uint8, shape=(n, *shape))
-              for mode, shape in dataset.shapes.items()}
-    crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in pixels}
-    ok = np.zeros(n, dtype=bool)
-    content = np.zeros((n, 32), dtype=np.uint8)
+    pixels, crcs, ok, content = new_arrays(out, dataset.shapes, n)
     errors: dict[int, str] = {}
     part = dataset if (start, stop) == (0, len(dataset)) else torch.utils.data.Subset(dataset, range(start, stop))
     for batch in _batches(part, num_workers, batch_size, progress) if n else ():

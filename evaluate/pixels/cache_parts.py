@@ -50,7 +50,8 @@ from cvt_port.atomic import locked, new_sibling, staged_dir
 from cvt_port.errors import BadInput, first_line
 
 from ..runtime.allocation import process_start_time
-from .cache_files import CONTENT_FILE, crc_file, pixels_file, decode_range, finish, refuse_existing, stored_key
+from .cache_files import (CONTENT_FILE, crc_file, decode_range, finish, new_arrays, pixels_file, refuse_existing,
+                          stored_key)
 from .cache_key import sha256_json
 
 PART_WAIT_S = 600.0  # seconds without a sign of life from a missing part's builder before the others give up
@@ -182,11 +183,7 @@ def _assemble(cache_dir: Path, staging: Path, dataset, parts, stamps, transforms
     """The parts, in rank order, as one cache published at ``cache_dir``; the staging folder removed."""
     n = len(dataset)
     with staged_dir(cache_dir) as tmp:
-        outs = {mode: np.lib.format.open_memmap(tmp / pixels_file(mode), mode="w+", dtype=np.uint8, shape=(n, *shape))
-                for mode, shape in dataset.shapes.items()}
-        crcs = {mode: np.zeros(n, dtype=np.uint32) for mode in outs}
-        ok = np.zeros(n, dtype=bool)
-        content = np.zeros((n, 32), dtype=np.uint8)
+        outs, crcs, ok, content = new_arrays(tmp, dataset.shapes, n)
         errors: dict[int, str] = {}
         for r in range(world):
             start, stop = share(n, r, world)

@@ -157,10 +157,8 @@ def check_same_labels(baseline: Baseline, samples, data: str, layout: str) -> No
               if s.image_id in baseline.predictions and baseline.predictions[s.image_id][0] != s.label]
     if differ:
         first = differ[0]
-        raise PlanError("report.baseline", f"pairs other images under the same ids: {len(differ)} of "
-                        f"{len(samples)} images carry another label than in the baseline (first {first[0]}: label "
-                        f"{first[1]} here, {first[2]} in the baseline); {_sources(baseline, data, layout)}; compare "
-                        f"with a baseline of the same data", baseline.folder)
+        _other_images(baseline, f"{len(differ)} of {len(samples)} images carry another label than in the baseline "
+                      f"(first {first[0]}: label {first[1]} here, {first[2]} in the baseline)", data, layout)
 
 
 def check_same_label_space(baseline: Baseline, space: dict) -> None:
@@ -182,10 +180,15 @@ def check_same_content(baseline: Baseline, content: dict[int, str], image_ids, d
               if h and baseline.content.get(image_ids[idx], h) != h]
     if differ:
         first = differ[0]
-        raise PlanError("report.baseline", f"pairs other images under the same ids: {len(differ)} of {len(content)} "
-                        f"images have other bytes than in the baseline (first {first[0]}: sha256 {first[1][:12]}... "
-                        f"here, {first[2][:12]}... in the baseline); {_sources(baseline, data, layout)}; compare "
-                        f"with a baseline of the same data", baseline.folder)
+        _other_images(baseline, f"{len(differ)} of {len(content)} images have other bytes than in the baseline "
+                      f"(first {first[0]}: sha256 {first[1][:12]}... here, {first[2][:12]}... in the baseline)",
+                      data, layout)
+
+
+def _other_images(baseline: Baseline, which: str, data: str, layout: str) -> None:
+    """The one line for equal ids that are other images (labels or bytes), naming the data each run read."""
+    raise PlanError("report.baseline", f"pairs other images under the same ids: {which}; "
+                    f"{_sources(baseline, data, layout)}; compare with a baseline of the same data", baseline.folder)
 
 
 def compare(baseline: Baseline, rows, image_ids, primary: str) -> dict:
