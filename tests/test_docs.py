@@ -72,7 +72,7 @@ def test_the_docs_extra_is_what_ci_installs():
 
 
 def test_ci_installs_the_browser():
-    """tests/test_report_html.py's browser test skips where Chromium is missing: CI installs it, before the tests."""
+    """tests/test_report_html.py's browser test needs Chromium (it fails without it): CI installs it, before the tests."""
     text = (ROOT / ".ci/run").read_text()
     line = next(ln for ln in text.splitlines() if "apt-get install" in ln)
     assert "chromium" in line and "/usr/bin/chromium" in line and text.index(line) < text.index("python -m pytest")
