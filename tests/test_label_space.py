@@ -10,6 +10,7 @@ predictions as errors and the test fails.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -219,3 +220,46 @@ def test_v2_folders_read_with_index0_score_as_their_wordnet_twin(tiny, tmp_path)
     r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", tmp_path / "v2", "--output",
                      tmp_path / "out", "--accelerator", "cpu")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--label-numbering index0" in r.stderr
+
+
+@pytest.mark.parametrize("padded", ["010", "007", "+7", "٣"])
+def test_index_folders_and_labels_are_canonical_numbers_or_refused(tiny, tmp_path, padded):
+    """Issue 25.1: a folder '010' beside '10' was read as class 10 and merged with it ('007' as 7), silently. A class
+    number written as text is its canonical decimal, or one line naming the folder (the file and line)."""
+    make_imagefolder(tmp_path / "v2", ["10", "7", padded], per_class=1)
+    with pytest.raises(BadInput, match=re.escape(f"class folder '{padded}': '{padded}' is not a class number as written 0, 1, .., 999")):
+        discover(tmp_path / "v2", label_numbering="index0")
+    r = evaluate_cli("--model", tiny["hf"], "--config", tiny["yaml"], "--data", tmp_path / "v2", "--label-numbering",
+                     "index0", "--output", tmp_path / "out", "--accelerator", "cpu")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"class folder '{padded}'" in r.stderr and not (tmp_path / "out").exists()
+    # a labels file carrying indices as text: the file and the line
+    from imagegen import make_flat
+
+    make_flat(tmp_path / "flat", [1, 2, 3])
+    (tmp_path / "gt.txt").write_text(f"10\n7\n{padded}\n")
+    with pytest.raises(BadInput, match=re.escape(f"gt.txt line 3: '{padded}' is not a class number")):
+        discover(tmp_path / "flat", labels_file=tmp_path / "gt.txt", label_numbering="index0")
+    (tmp_path / "ok.txt").write_text("10\n7\n0\n")
+    assert [s.label for s in discover(tmp_path / "flat", labels_file=tmp_path / "ok.txt",
+                                      label_numbering="index0").samples] == [10, 7, 0]
+
+
+def test_webdataset_cls_is_a_canonical_number_or_refused(tmp_path):
+    """Issue 25.1: a shard's ``cls`` '007' was read as class 7; it is refused, naming the shard, key and member."""
+    import io
+    import tarfile
+
+    def shard(path, cls: bytes):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, format="PNG")
+        with tarfile.open(path, "w") as tar:
+            for name, data in [("a.png", buf.getvalue()), ("a.cls", b"12"), ("b.png", buf.getvalue()), ("b.cls", cls)]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    assert [s.label for s in discover(shard(tmp_path / "ok.tar", b"7")).samples] == [12, 7]
+    with pytest.raises(BadInput, match=r"bad\.tar.*'007' is not a class number"):
+        discover(shard(tmp_path / "bad.tar", b"007"))

@@ -90,15 +90,39 @@ def read_devkit_map(path: Path) -> dict[int, int]:
     return table
 
 
+# a class number written as text: the canonical decimal only (ImageNet-V2's folders are 0..999). "010" or "007"
+# read as 10 or 7 would merge folder 010 with folder 10 without a word; a sign, a space or another script's digits
+# ("٣") are refused the same way, never read as a number
+_NUMBER_LIKE = re.compile(r"\s*[+-]?\d+\s*")
+_CANONICAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
+
+
+def is_number_like(token: str) -> bool:
+    """Does ``token`` look like a class number, canonical or not (``7``, ``007``, ``+7``, ``-1``, ``٣``)?"""
+    return _NUMBER_LIKE.fullmatch(token) is not None
+
+
+def class_number(token: str, where: str) -> int:
+    """A number-like ``token`` (:func:`is_number_like`) as a class number: the canonical decimal (``0``, ``7``,
+    ``999``) as its value, anything else written for a number (``010``, ``+7``, ``-1``, `` 7``) a one-line
+    :class:`BadInput` naming ``where``."""
+    if not _CANONICAL.fullmatch(token):
+        raise BadInput(f"{where}: {token!r} is not a class number as written 0, 1, .., 999 (no leading zero, sign "
+                       f"or space: '010' and '10' would be one class); rename it to its canonical number")
+    return int(token)
+
+
 def label_token(token: str, label2id: dict[str, int] | None, where: str, numbering) -> int:
     """A label written as text: a WordNet id, a label of the model, or a class number in the stated
-    numbering. A number with no numbering stated is bad input unless the model calls a class that."""
+    numbering (canonical decimals only, :func:`class_number`). A number with no numbering stated is bad input
+    unless the model calls a class that."""
     token = token.strip()
-    if re.fullmatch(r"-?\d+", token):
-        if numbering is not None:
-            return numbering(int(token), where)
-        if label2id and token in label2id:
+    if is_number_like(token):
+        if numbering is None and label2id and token in label2id:
             return int(label2id[token])
+        number = class_number(token, where)
+        if numbering is not None:
+            return numbering(number, where)
         raise BadInput(f"{where}: '{token}' is a class number, but nothing says which numbering; {NUMBERING_HINT}")
     idx = class_index(token, label2id)
     if idx is None:

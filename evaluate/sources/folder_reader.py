@@ -11,7 +11,7 @@ from pathlib import Path
 from cvt_port.errors import BadInput
 
 from ..plan import PlanError
-from .class_labels import class_index, label_token
+from .class_labels import class_index, is_number_like, label_token
 from .samples import DataSource, Sample, all_ilsvrc, ilsvrc_val_number, image_entry
 
 AUTO_LABEL_FILES = ("LOC_val_solution.csv", "val_labels.txt", "labels.txt")
@@ -40,8 +40,9 @@ def imagefolder_root(path: Path) -> Path | None:
 def folder_class(root: Path, name: str, label2id: dict[str, int] | None, numbering) -> int:
     """The class index of a class folder: a WordNet id or a label of the model; a folder named by a number (ImageNet-V2's
     ``0``..``999``) in the stated numbering (``data.label_numbering index0``: the sorted-WordNet-id position), else
-    only when the model calls a class that (a digits model's "0".."9"): never read as anything else."""
-    if name.isdigit():
+    only when the model calls a class that (a digits model's "0".."9"): never read as anything else. A number is
+    written as its canonical decimal: ``010`` or ``007`` is refused, never merged with ``10`` or ``7``."""
+    if is_number_like(name):
         return label_token(name, label2id, f"{root}: class folder '{name}'", numbering)
     idx = class_index(name, label2id)
     if idx is None:

@@ -46,7 +46,7 @@ from pathlib import Path, PurePosixPath
 
 from cvt_port.errors import BadInput
 
-from .class_labels import label_token
+from .class_labels import class_number, is_number_like, label_token
 from ..plan import PlanError
 
 MAX_MEMBER_BYTES = 64 * 2**20  # far larger than any ImageNet photo (the largest is ~15 MB)
@@ -292,12 +292,10 @@ def entry_label(entry: ShardEntry, shard: str, label2id, numbering) -> int:
 
 
 def _label_value(token: str, where: str, label2id, numbering) -> int:
-    if re.fullmatch(r"-?\d+", token):
-        number = int(token)
+    if is_number_like(token):
+        number = class_number(token, where)  # canonical decimals only: '007' is refused, not read as 7
         if numbering is not None:
             return numbering(number, where)
-        if number < 0:
-            raise BadInput(f"{where}: class index {number} is negative")
         return number  # cls is the 0-based class index (index0) unless data.label_numbering says otherwise
     return label_token(token, label2id, where, numbering)
 
