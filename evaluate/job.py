@@ -36,7 +36,7 @@ from .sources.inputs import Inputs, num_classes
 from .sources.label_space import LabelSpace, resolve_label_space
 from .models.folders import Candidate, LoadedFolder, inspect_folder, resolve_variant
 from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
-from .verdict.gate_settings import for_data
+from .verdict.gate_settings import check_data_gate, for_data
 
 
 @dataclass
@@ -99,6 +99,7 @@ def sources(plan: EvalPlan, cache_dir: Path | None = None) -> Sources:
     models do not have, are reported before any model is loaded. With ``cache_dir``: the cache's own image list
     when it was built with these data flags (no walk)."""
     entries = plan.models.entries
+    check_data_gate(plan.data.gate)  # the data's own gate settings within their bounds, whatever the models
     members = []
     for name, entry in zip(table_names([e.model for e in entries]), entries):
         spec = dataclasses.replace(plan.models, model=entry.model, config=entry.config, reference=entry.reference,

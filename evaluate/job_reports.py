@@ -19,7 +19,7 @@ from pathlib import Path
 from .job import Member, Sources
 from .reports.html_report import model_section, page
 from .reports.release import release
-from .reports.report import csv_text, fmt, markdown, print_summary, report_texts, write_texts
+from .reports.report import csv_text, fmt, markdown, power_alpha, print_summary, report_texts, write_texts
 from .result import EvalResult, ManyEvalResult, exit_status, worst_verdict
 
 
@@ -124,4 +124,5 @@ def print_job_summary(runs: list[ModelRun], output: Path, stream=None) -> None:
           f"(exit status {int(exit_status(run['gate']))})")
         for c in run["checks"]:
             w(f"  [{c['status']:>8}] {c['name']}: {c['detail']}")
-    w(f"GATE: {record['gate'].upper()}   (the worst of {len(names)} models; reports in {output})")
+    w(f"GATE: {record['gate'].upper()}   (the worst of {len(names)} models; {power_alpha(record['runs'])}; "
+      f"reports in {output})")

@@ -153,8 +153,9 @@ class DataSpec:
     # (evaluate.suite); the other data fields then come from the file, set by set
     suite: Path | None = None
     # this data's own gate over the variant's (a suite file's set gives it): ("recorded_top1", 70.4) (None: no figure
-    # recorded for this data), ("recorded_images", N) and any gate setting, as sorted (key, value) pairs
-    gate: tuple[tuple[str, float | None], ...] = ()
+    # recorded for this data), ("recorded_images", N), ("recorded_in", "suite.yaml: set 'v2'": where the figure was
+    # given, named by the check) and any gate setting, as sorted (key, value) pairs
+    gate: tuple[tuple[str, float | str | None], ...] = ()
 
 
 MAX_DEFAULT_WORKERS = 8  # past this, decoding outpaces one device and workers only cost memory

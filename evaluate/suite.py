@@ -172,6 +172,7 @@ def _set_gate(where: str, entry: dict) -> tuple[tuple[str, float | None], ...]:
             raise BadInput(f"{where}: key 'recorded_top1' = {top1!r}: must be a top-1 in % from 0 to 100, or null "
                            "(no figure recorded on this data)")
         given["recorded_top1"] = None if top1 is None else float(top1)
+        given["recorded_in"] = where  # where the figure (or its null) came from: the check names it
     if entry.get("recorded_images") is not None:
         n = entry["recorded_images"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:

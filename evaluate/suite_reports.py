@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .reports.report import fmt, write_texts
+from .reports.report import fmt, power_alpha, write_texts
 from .result import EvalResult, ManyEvalResult, SuiteResult, exit_status, worst_verdict
 
 
@@ -65,4 +65,6 @@ def print_suite_summary(record: dict, output: Path, stream=None) -> None:
         for run in one.get("runs", [one]):
             for c in run["checks"]:
                 w(f"  [{c['status']:>8}] {run['model'] + ': ' if 'runs' in one else ''}{c['name']}: {c['detail']}")
-    w(f"GATE: {record['gate'].upper()}   (the worst of {len(record['sets'])} sets; reports in {output})")
+    runs = [run for one in record["sets"] for run in one.get("runs", [one])]
+    w(f"GATE: {record['gate'].upper()}   (the worst of {len(record['sets'])} sets; {power_alpha(runs)}; "
+      f"reports in {output})")

@@ -76,12 +76,12 @@ GOOD = get_variant("cvt-13-224").path.read_text()
 # (what the line says in the good file, what a user wrote instead, the key the error must name, what it must allow)
 BAD_VALUES = [
     ("top1_tolerance: 0.1", "top1_tolerance: lots", "gate.top1_tolerance", "'lots': must be a number"),
-    ("top1_tolerance: 0.1", "top1_tolerance: -0.5", "gate.top1_tolerance", "from 0 to 100"),
-    ("min_agreement: 0.999", "min_agreement: 99.9", "gate.min_agreement", "a fraction in (0, 1]"),
+    ("top1_tolerance: 0.1", "top1_tolerance: -0.5", "gate.top1_tolerance", "from 0 to 1 "),
+    ("min_agreement: 0.999", "min_agreement: 99.9", "gate.min_agreement", "a fraction from 0.99 to 1"),
     ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: 0", "gate.detectable_drop", "> 0"),
     ("min_agreement: 0.999", "min_agreement: 0.999, detectable_drop: '1'", "gate.detectable_drop", "'1'"),
-    ("min_agreement: 0.999", "min_agreement: 0.999, power: 1", "gate.power", "from 0.5 to 1, exclusive"),
-    ("min_agreement: 0.999", "min_agreement: 0.999, alpha: 0", "gate.alpha", "a probability in (0, 0.5)"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, power: 1", "gate.power", "from 0.9 to 1, exclusive"),
+    ("min_agreement: 0.999", "min_agreement: 0.999, alpha: 0", "gate.alpha", "a probability > 0 and <= 0.05"),
     ("min_agreement: 0.999", "min_agreement: 0.999, powr: 0.9", "gate.powr", "allowed in 'gate'"),
     ("crop_pct: 0.875", 'crop_pct: "0.875"', "preprocessing.crop_pct", "'0.875': must be a number in (0, 1]"),
     ("crop_pct: 0.875", "crop_pct: 1.5", "preprocessing.crop_pct", "(0, 1]"),

@@ -8,6 +8,7 @@ is measured again.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from cvt_port.provenance import LIBRARIES, library_versions
 from ..verdict import baseline as baseline_
 from .html_report import report_html
 from ..verdict.gate import Check, verdict
+from ..verdict.gate_settings import gate_settings
 from ..plan import PlanError
 from ..sources.real_labels import real_labels_for
 from ..result import RunFacts
@@ -81,6 +83,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         "mcnemar_p": cmp["mcnemar_p"] if cmp else None,
         "gate": verdict(checks).value,
         "checks": [c.as_dict() for c in checks],
+        "gate_settings": dataclasses.asdict(gate_settings(variant)),  # what the checks were judged with
         **{k: getattr(run, k) for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices",
                                         "world_size", "attention", "compile", "cache", "cluster_environment",
                                         "numerics", "hardware")},
@@ -302,4 +305,13 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
         w(f"  [{c['status']:>8}] {c['name']}: {c['detail']}")
     for line in baseline_.summary_lines(record["baseline"]) if record.get("baseline") else []:
         w(line)
-    w(f"GATE: {record['gate'].upper()}   (reports in {output})")
+    w(f"GATE: {record['gate'].upper()}   ({power_alpha([record])}; reports in {output})")
+
+
+def power_alpha(records: list[dict]) -> str:
+    """The power and alpha the gate judged with, for the GATE line: one pair, or each record's where they differ."""
+    pairs = dict.fromkeys(f"power {g['power']:g}, alpha {g['alpha']:g}" for g in
+                          (r["gate_settings"] for r in records if r.get("gate_settings")))
+    if len(pairs) <= 1:
+        return next(iter(pairs), "power and alpha not recorded")
+    return f"power/alpha per run: {' | '.join(pairs)}"

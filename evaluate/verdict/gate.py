@@ -46,7 +46,7 @@ from enum import Enum
 
 from cvt_port.variants import Variant
 
-from .gate_settings import GateSettings, gate_settings
+from .gate_settings import GIVEN_WITH_DATA, MIN_IMAGES_TO_PASS, GateSettings, gate_settings
 from .stats import (
     detectable_disagreement,
     detectable_drop,
@@ -126,7 +126,10 @@ def recorded_check(primary, variant: Variant | None, num_samples: int, full: boo
     recorded = variant.reference_top1 if variant else None
     n = num_samples
     if recorded is None:
-        return Check("recorded_top1", CheckStatus.NOT_MADE, "the variant config records no reference top-1")
+        given = variant.reference if variant and variant.reference.get("dataset") == GIVEN_WITH_DATA else None
+        why = (f"{given['source']} gives recorded_top1: null (no top-1 recorded on this data)" if given else
+               "the variant config records no reference top-1" if variant else "no variant config: no reference top-1")
+        return Check("recorded_top1", CheckStatus.NOT_MADE, why)
     g = gate_settings(variant)
     tol = g.top1_tolerance
     if full:
@@ -167,7 +170,16 @@ def gate_checks(primary, reference, variant: Variant | None, num_samples: int, f
     else:
         checks = paired_checks(primary, reference, variant, num_samples, full)
     checks.append(recorded_check(primary, variant, num_samples, full))
-    return checks
+    return [_at_least(c, num_samples) for c in checks]
+
+
+def _at_least(check: Check, n: int) -> Check:
+    """No accuracy check passes on fewer than :data:`MIN_IMAGES_TO_PASS` images, with any setting and on the full
+    set too (a variant's ``num_samples`` or a suite's ``recorded_images`` could otherwise call 1 image a full set)."""
+    if check.status != CheckStatus.PASS or n >= MIN_IMAGES_TO_PASS:
+        return check
+    return Check(check.name, CheckStatus.NOT_MADE, f"{n} images: a pass needs at least {MIN_IMAGES_TO_PASS} images, "
+                 f"whatever the gate's settings ({check.detail})", check.resolution)
 
 
 def baseline_check(comparison: dict, variant: Variant | None) -> Check:
