@@ -22,7 +22,7 @@ from pathlib import Path
 from .runtime.interrupts import Interrupted
 from .plan import (DEFAULT_OUTPUT, DataSpec, EvalPlan, Mode, ModelEntry, ModelKind, ModelSpec, PlanError, Preprocessing,
                    ReportSpec, RunSpec)
-from .plan_values import field_default, plan_fields, plan_parts
+from .plan_values import field_default, input_names, plan_parts
 from .result import EvalResult, ManyEvalResult, Prediction, SuiteResult, exit_status
 from . import run as _run
 
@@ -34,10 +34,11 @@ __all__ = [
 ]
 
 
-# evaluate_model's keywords are the plan's fields (evaluate.plan_values), under these names where the field's own
-# would not read well in a call; the fields that are not keywords, and why
+# evaluate_model's keywords are the plan's fields and inputs (evaluate.plan_values: models_file), under these names
+# where the field's own would not read well in a call; the fields that are not keywords, and why. The keywords are
+# the CLI's flags, name for name (tests/test_api.py compares both sets both ways)
 KEYWORDS = {"data.source": "data", "data.revision": "data_revision", "report.loggers": "logger"}
-NOT_KEYWORDS = {"models.extra_models": "several models are model=[A, B, ...]",
+NOT_KEYWORDS = {"models.extra_models": "several models are model=[A, B, ...] or models_file=FILE",
                 "data.gate": "a data set's own gate is given per set in a suite file (suite=)",
                 "report.command": "the call itself is recorded as the command"}
 # where a call's default differs from the plan's: a library call writes and prints nothing unless asked
@@ -47,7 +48,7 @@ REQUIRED = ("model",)  # and data, or a suite of data sets (the plan says which 
 
 def _signature() -> inspect.Signature:
     params = []
-    for name in plan_fields():
+    for name in input_names():
         if name in NOT_KEYWORDS:
             continue
         keyword = KEYWORDS.get(name, name.split(".")[1])
@@ -60,7 +61,8 @@ def _signature() -> inspect.Signature:
 def evaluate_model(**options) -> EvalResult | ManyEvalResult | SuiteResult:
     """Evaluate ``model`` on ``data``: one keyword per plan field (the CLI's flags; see ``help(evaluate_model)`` or
     :data:`KEYWORDS`). Nothing is written unless ``output`` names a folder; nothing is printed but Lightning's
-    progress bar unless ``summary``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
+    progress bar unless ``summary``; Lightning's banners, tips and warnings stay off stderr unless ``verbose``, as
+    on the command line. ``models_file``: more models, one ``FOLDER [CONFIG]`` per line, after ``model``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
     ``revision``) release after a PASSED gate only (:mod:`evaluate.reports.release`); an upload that fails after a pass
     raises ``ReleaseError``. ``baseline``: an earlier run's output folder to compare with
     (``result.record["baseline"]``).
@@ -74,7 +76,7 @@ def evaluate_model(**options) -> EvalResult | ManyEvalResult | SuiteResult:
     bound = evaluate_model.__signature__.bind(**options)  # an unknown or missing keyword: TypeError, as for any call
     command = _call("evaluate_model", bound.arguments)
     bound.apply_defaults()
-    field_of = {KEYWORDS.get(name, name.split(".")[1]): name for name in plan_fields() if name not in NOT_KEYWORDS}
+    field_of = {KEYWORDS.get(name, name.split(".")[1]): name for name in input_names() if name not in NOT_KEYWORDS}
     values = {field_of[k]: v for k, v in bound.arguments.items()}
     models, data, run, report = plan_parts({**values, "report.command": command})
     return run_plan(EvalPlan(models, data, run, report))

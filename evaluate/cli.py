@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 from cvt_port.errors import EXIT_STATUS_HELP, BadInput, ExitStatus, internal_error
@@ -23,6 +21,7 @@ from .plan import (ATTENTIONS, LABEL_SPACES, DEFAULT_OUTPUT, DataSpec, EvalPlan,
                    RunSpec, default_num_workers, name_fields)
 from .plan import DEFAULT_LOG_DIR, LOGGERS
 from .plan_values import plan_parts as plan_parts_of
+from .runtime.quiet import quiet_libraries
 
 PROGRAM = "python -m evaluate"
 
@@ -47,7 +46,8 @@ FLAGS = {
     "report.loggers": "--logger", "report.log_dir": "--log-dir",
     "report.baseline": "--baseline",
     "run.reference_chunk": "--reference-chunk",
-    "models.extra_models": "--models-file",  # a several-models job: --model repeated, or a models file
+    "models.models_file": "--models-file",  # a several-models job: --model repeated, or a models file
+    "report.summary": "--summary", "report.verbose": "--verbose",
 }
 
 
@@ -151,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", metavar="DIR", help="an earlier run's --output folder: compare with its predictions "
                    "image by image (same images required), list the images whose top-1 changed (flipped.csv), and "
                    "fail the gate on a regression (gate.baseline_top1_tolerance, gate.baseline_max_flipped)")
-    r.add_argument("--verbose", action="store_true", help="show Lightning's own messages")
+    r.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None, help="print the summary (the "
+                   "table, the checks and the GATE line) on stdout (default); --no-summary: nothing but errors, the "
+                   "exit status gives the verdict")
+    r.add_argument("--verbose", action="store_true", default=None, help="show Lightning's and transformers' own "
+                   "messages (banners, tips, warnings, loading bars)")
     rel = p.add_argument_group("release (only after the gate PASSED; on fail, not made or error: nothing)")
     rel.add_argument("--update-card", action="store_true", help="write the measured results into the model "
                      "folder's README.md as model-index (a local folder; its other card data are kept)")
@@ -171,27 +175,8 @@ def batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else int(text)
 
 
-def quiet_libraries(verbose: bool) -> None:
-    """Keep the terminal for our progress bar and summary: Lightning's banners (GPU available...,
-    tips) and transformers' loading bars are hidden unless --verbose. Lightning resets its
-    logger's level when imported, so it is imported here first."""
-    if verbose:
-        return
-    import lightning  # noqa: F401
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
-
-
-
-
 # plan fields that no flag sets, and why
-NOT_FLAGS = {"report.summary": "the CLI always prints its summary",
+NOT_FLAGS = {"models.extra_models": "several models are --model repeated or --models-file",
              "report.command": "the command line itself is recorded as the command",
              "data.gate": "a data set's own gate is given per set in a --suite file"}
 
@@ -199,15 +184,9 @@ NOT_FLAGS = {"report.summary": "the CLI always prints its summary",
 def plan_parts(args: argparse.Namespace) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
     """The flags, once, as the plan's typed parts: each field from its flag (:data:`FLAGS`, a flag not given leaves
     the plan's default), the job's models from every ``--model`` then the ``--models-file`` lines."""
-    values = {field: getattr(args, dest(option)) for field, option in FLAGS.items()
-              if field not in ("models.model", "models.extra_models")}
-    entries = [ModelEntry(m, args.config) for m in args.model or ()]
-    if args.models_file:
-        from .job import read_models_file
-
-        entries += [e if e.config else e._replace(config=args.config) for e in read_models_file(args.models_file)]
-    if entries:
-        values["models.model"] = entries
+    values = {field: getattr(args, dest(option)) for field, option in FLAGS.items() if field != "models.model"}
+    if args.model:
+        values["models.model"] = [ModelEntry(m, args.config) for m in args.model]
     return plan_parts_of({k: v for k, v in values.items() if v is not None})
 
 
@@ -236,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
-        quiet_libraries(args.verbose)
         models, data, run, report = plan_parts(args)
         report = dataclasses.replace(report, command=command_line(argv))
         if is_demo(args):
@@ -249,17 +227,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(run_plan(plan).exit_status)
 
-    return outcome(work)
+    return outcome(work, args.verbose)
 
 
-def outcome(work) -> int:
+def outcome(work, verbose: bool = True) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
     from .runtime.interrupts import Interrupted, sigterm_raises
     from .runtime.peers import PeerDied
     from .reports.release import ReleaseError
 
     try:
-        with sigterm_raises():
+        with sigterm_raises(), quiet_libraries(bool(verbose)):  # the demo's conversion too: before the plan runs
             return work()
     except PlanError as exc:
         print(f"error: {exc.render(flag)}", file=sys.stderr)
@@ -305,7 +283,6 @@ def cache_build(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def work() -> int:
-        quiet_libraries(args.verbose)
         if not args.cache_dir:
             raise PlanError("run.cache_dir", "cache build needs a cache folder")
         from .api import build_cache_for
@@ -315,7 +292,7 @@ def cache_build(argv: list[str]) -> int:
         print(f"cache of {n} images ({', '.join(modes)}) at {out}")
         return ExitStatus.PASS
 
-    return outcome(work)
+    return outcome(work, args.verbose)
 
 
 def cache_verify(argv: list[str]) -> int:

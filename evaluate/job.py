@@ -35,7 +35,7 @@ from .pixels.transforms import build_transforms
 from .sources.inputs import Inputs, num_classes
 from .sources.label_space import LabelSpace, resolve_label_space
 from .models.folders import Candidate, LoadedFolder, inspect_folder, resolve_variant
-from .plan import EvalPlan, ModelEntry, ModelSpec, PlanError
+from .plan import EvalPlan, ModelSpec, PlanError
 from .verdict.gate_settings import check_data_gate, for_data
 
 
@@ -64,27 +64,6 @@ class Sources:
     stamps: object  # the cache's source stamps when the images come from its own list, else None
     classes: int
     label_space: LabelSpace | None = None
-
-
-def read_models_file(path: str | Path) -> tuple[ModelEntry, ...]:
-    """``FOLDER`` or ``FOLDER CONFIG`` per line (blank lines and ``#`` comments skipped); a one-line
-    :class:`PlanError` naming the file and line otherwise."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError("models.extra_models", f"cannot be read ({type(exc).__name__})", path) from None
-    entries = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) > 2:
-            raise PlanError("models.extra_models", f"line {n} has {len(words)} words; give 'FOLDER' or 'FOLDER CONFIG' "
-                            "per line", path)
-        entries.append(ModelEntry(words[0], words[1] if len(words) == 2 else None))
-    if not entries:
-        raise PlanError("models.extra_models", "names no model; give one 'FOLDER [CONFIG]' per line", path)
-    return tuple(entries)
 
 
 def table_names(models: list[str]) -> list[str]:

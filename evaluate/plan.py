@@ -212,7 +212,8 @@ class ReportSpec:
     """What to report: files in ``output`` (None: none written) and the terminal summary."""
 
     output: Path | None = DEFAULT_OUTPUT
-    summary: bool = True
+    summary: bool = True  # the table, the checks and the GATE line on stdout
+    verbose: bool = False  # Lightning's and transformers' own messages too (evaluate.runtime.quiet)
     # after a PASSED gate only (evaluate.reports.release): the results into the model folder's card, and/or one Hub commit
     # of the folder, the card with the results and the reports; create_pr/private/revision shape that commit
     update_card: bool = False

@@ -16,6 +16,13 @@ from .plan import DataSpec, ModelEntry, ModelSpec, PlanError, Preprocessing, Rep
 from .plan import parse_loggers
 
 PARTS = {"models": ModelSpec, "data": DataSpec, "run": RunSpec, "report": ReportSpec}
+# what a caller may give beside the plan's fields, and the field it becomes (a keyword and a flag like the fields)
+INPUTS = {"models.models_file": "models.extra_models"}  # one 'FOLDER [CONFIG]' per line, after models.model
+
+
+def input_names() -> list[str]:
+    """Every value a caller gives by name: the plan's fields and :data:`INPUTS`."""
+    return [*plan_fields(), *INPUTS]
 
 
 def plan_fields() -> list[str]:
@@ -24,7 +31,9 @@ def plan_fields() -> list[str]:
 
 
 def field_default(name: str):
-    """A field's default in its spec (None where it has none or a factory)."""
+    """A field's default in its spec (None where it has none or a factory; None for an input, :data:`INPUTS`)."""
+    if name in INPUTS:
+        return None
     part, key = name.split(".")
     f = next(f for f in dataclasses.fields(PARTS[part]) if f.name == key)
     return None if f.default is dataclasses.MISSING else f.default
@@ -33,8 +42,14 @@ def field_default(name: str):
 def plan_parts(values: Mapping[str, object]) -> tuple[ModelSpec, DataSpec, RunSpec, ReportSpec]:
     """The plan's typed parts from ``values`` by field; an absent field takes its spec's default. ``models.model``
     may be a list of models (folders, Hub ids or ``(folder, config)`` pairs; ``models.config`` applies to those
-    without one): the job's entries, the first in ``model``/``config``, the others in ``extra_models``."""
+    without one): the job's entries, the first in ``model``/``config``, the others in ``extra_models``; the models of
+    ``models.models_file`` (:func:`read_models_file`) come after them."""
     values = dict(values)
+    listed = values.pop("models.models_file", None)
+    if listed is not None:
+        given = values.get("models.model")
+        values["models.model"] = [*(model_entries(given, values.get("models.config")) if given else ()),
+                                  *read_models_file(listed)]
     if "models.model" in values:
         entries = model_entries(values.pop("models.model"), values.get("models.config"))
         values.update({"models.model": entries[0].model, "models.config": entries[0].config})
@@ -46,6 +61,27 @@ def plan_parts(values: Mapping[str, object]) -> tuple[ModelSpec, DataSpec, RunSp
                  for f in dataclasses.fields(spec) if f"{part}.{f.name}" in values}
         parts.append(spec(**given))
     return tuple(parts)
+
+
+def read_models_file(path: str | Path) -> tuple[ModelEntry, ...]:
+    """``FOLDER`` or ``FOLDER CONFIG`` per line (blank lines and ``#`` comments skipped); a one-line
+    :class:`PlanError` naming the file and line otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError("models.models_file", f"cannot be read ({type(exc).__name__})", path) from None
+    entries = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 2:
+            raise PlanError("models.models_file", f"line {n} has {len(words)} words; give 'FOLDER' or 'FOLDER CONFIG' "
+                            "per line", path)
+        entries.append(ModelEntry(words[0], words[1] if len(words) == 2 else None))
+    if not entries:
+        raise PlanError("models.models_file", "names no model; give one 'FOLDER [CONFIG]' per line", path)
+    return tuple(entries)
 
 
 def model_entries(model, config) -> tuple[ModelEntry, ...]:

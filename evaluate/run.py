@@ -20,6 +20,7 @@ from .job import Member, Sources, hash_weights, load_models, member_heads, membe
 from .job import reference_of, sources
 from .job_reports import ModelRun, job_result, job_texts, report_job
 from .suite_reports import report_suite, suite_result
+from .runtime.quiet import quiet_libraries
 from .runtime.numerics import autocast_dtype, float32_mode, hardware_facts, policy_record, sdpa_backend
 from .plan import EvalPlan
 from .sources.preflight import check_shipped_data
@@ -30,7 +31,13 @@ from .sources.subset import samples_sha256
 
 def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult | SuiteResult:
     """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`); with
-    ``data.suite``, on each test set of the file in turn (:func:`run_suite`)."""
+    ``data.suite``, on each test set of the file in turn (:func:`run_suite`). Lightning's banners, tips and warnings
+    stay off the screen unless ``report.verbose`` (:mod:`evaluate.runtime.quiet`), for the CLI and the API alike."""
+    with quiet_libraries(plan.report.verbose):
+        return _run_plan(plan)
+
+
+def _run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult | SuiteResult:
     if plan.data.suite is not None:
         return run_suite(plan)
     started = utc_now()
@@ -287,8 +294,9 @@ def build_cache_for(plan: EvalPlan, cache_dir: Path, overwrite: bool = False) ->
     from .runtime.allocation import read_allocation
 
     alloc = read_allocation()  # before the data: an unusable launcher environment is found first
-    src = sources(plan)
-    return build_cache_of(plan, cache_dir, src.inputs, pixels(src.members, plan), alloc, overwrite)
+    with quiet_libraries(plan.report.verbose):
+        src = sources(plan)
+        return build_cache_of(plan, cache_dir, src.inputs, pixels(src.members, plan), alloc, overwrite)
 
 
 def build_cache_of(plan: EvalPlan, cache_dir: Path, inputs, transforms: dict, alloc,

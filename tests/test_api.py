@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cvt_port.errors import BadInput, ExitStatus
-from evaluate.api import (DataSpec, EvalPlan, ModelSpec, PlanError, Preprocessing, ReportSpec, RunSpec, evaluate_model,
+from evaluate.api import (DataSpec, EvalPlan, ModelEntry, ModelSpec, PlanError, Preprocessing, ReportSpec, RunSpec, evaluate_model,
                           exit_status, run_plan)
 from evaluate.default import CHECKPOINT, DATA, VARIANT
 from evalkit import wnids
@@ -210,16 +210,98 @@ def test_every_plan_field_is_a_keyword_of_evaluate_model_and_a_flag_of_the_cli()
     import inspect
 
     from evaluate import api, cli
-    from evaluate.plan_values import plan_fields
+    from evaluate.plan_values import input_names
 
     keywords = set(inspect.signature(evaluate_model).parameters)
     options = {o for a in cli.build_parser()._actions for o in a.option_strings}
-    fields = plan_fields()
-    assert {"data.label_numbering", "data.devkit_map", "models.reference"} <= set(fields)
+    fields = input_names()
+    assert {"data.label_numbering", "data.devkit_map", "models.reference", "models.models_file"} <= set(fields)
     for name in fields:
         assert name in api.NOT_KEYWORDS or api.KEYWORDS.get(name, name.split(".")[1]) in keywords, name
         assert name in cli.NOT_FLAGS or cli.FLAGS.get(name) in options, name
     assert len(keywords) == len(fields) - len(api.NOT_KEYWORDS)
+
+
+def test_the_api_keywords_are_the_cli_flags_both_ways(monkeypatch):
+    """Issue 25.3: docs/api.md says the keywords are the CLI's flags; models_file and verbose were refused by
+    evaluate_model and summary had no flag. The full sets, from --help and from the signature, compared both ways."""
+    import inspect
+
+    from evaluate import cli
+
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse wraps no option line
+    text = cli.build_parser().format_help()
+    listed = {o[2:].replace("-", "_") for line in text.splitlines() if line.startswith("  -")
+              for o in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line.split("  ")[1])}
+    flags = {o for o in listed if o != "help" and not (o.startswith("no_") and o[3:] in listed)}
+    parsed = {a.dest for a in cli.build_parser()._actions if a.dest != "help"}
+    keywords = set(inspect.signature(evaluate_model).parameters)
+    assert flags == parsed
+    assert flags - keywords == set(), "flags evaluate_model does not take"
+    assert keywords - flags == set(), "keywords the CLI has no flag for"
+    assert {"models_file", "verbose", "summary"} <= keywords
+
+
+def test_models_file_and_summary_and_verbose_reach_the_plan_from_both(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("evaluate.api.run_plan", lambda plan: seen.append(plan))
+    listed = tmp_path / "models.txt"
+    listed.write_text("b\nc cfg-c\n")
+    evaluate_model(model="a", config="cfg", data="d", models_file=listed, summary=True, verbose=True)
+    from evaluate.cli import build_parser, plan_parts
+
+    args = build_parser().parse_args(["--model", "a", "--config", "cfg", "--data", "d", "--models-file", str(listed),
+                                      "--no-summary", "--verbose"])
+    from evaluate.plan import EvalPlan
+
+    seen.append(EvalPlan(*plan_parts(args)))
+    api_plan, cli_plan = seen
+    assert api_plan.models.entries == cli_plan.models.entries == (
+        ModelEntry("a", "cfg"), ModelEntry("b", "cfg"), ModelEntry("c", "cfg-c"))
+    assert (api_plan.report.summary, cli_plan.report.summary) == (True, False)
+    assert api_plan.report.verbose and cli_plan.report.verbose
+    assert not EvalPlan(*plan_parts(build_parser().parse_args(["--model", "a", "--data", "d"]))).report.verbose
+    with pytest.raises(PlanError, match="models.models_file .*line 1 has 3 words"):
+        listed.write_text("a b c\n")
+        evaluate_model(model="a", data="d", models_file=listed)
+
+
+def test_lightning_banners_tips_and_warnings_stay_off_stderr_through_the_api(digits, capfd):
+    """Issue 25.3: through the API, Lightning printed "GPU available", "TPU available", a tip and warnings (srun,
+    LeafSpec) on stderr; the CLI did not. Now the API is as quiet (and verbose=True lets them through). Lightning's
+    handler writes to the stderr of the moment it was imported (an earlier test's capture, in a whole-file run), so
+    its records are collected from its logger as well as from the file descriptor."""
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401  (it sets its loggers' levels when imported: the caller's levels are these)
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = {n: logging.getLogger(n).level for n in names}
+    records: list[str] = []
+    handler = Collect(logging.DEBUG)
+    for n in names:
+        logging.getLogger(n).addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet = evaluate_model(model=digits, data=DATA, config=VARIANT, subset=20, **CPU)
+        err = capfd.readouterr().err
+        assert quiet.num_samples == 20
+        noise = ("GPU available", "TPU available", "Tip", "srun", "LeafSpec", "Warning")
+        assert [n for n in noise if n in err or any(n in r for r in records)] == [], (err, records)
+        assert [str(w.message)[:80] for w in caught if "lightning" in w.filename or "srun" in str(w.message)] == []
+        # nothing changed for the caller's process after the call
+        assert {n: logging.getLogger(n).level for n in levels} == levels
+        evaluate_model(model=digits, data=DATA, config=VARIANT, subset=20, verbose=True, **CPU)
+        assert any("GPU available" in r for r in records)
+    finally:
+        for n in names:
+            logging.getLogger(n).removeHandler(handler)
 
 
 def test_label_numbering_and_devkit_map_reach_the_plan_from_the_api(tmp_path, monkeypatch):
