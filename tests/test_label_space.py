@@ -263,3 +263,31 @@ def test_webdataset_cls_is_a_canonical_number_or_refused(tmp_path):
     assert [s.label for s in discover(shard(tmp_path / "ok.tar", b"7")).samples] == [12, 7]
     with pytest.raises(BadInput, match=r"bad\.tar.*'007' is not a class number"):
         discover(shard(tmp_path / "bad.tar", b"007"))
+
+
+def test_a_partial_imagenet_a_copy_says_which_space_and_how_to_choose(tiny, tmp_path, capsys):
+    """Issue 25.4: 150 of ImageNet-A's 200 folders with no data.label_space were ranked 1000-way without a word. The
+    summary now says so in one line (the space used, the choices) and report.json records it."""
+    a = known_wnids("imagenet-a")
+    make_imagefolder(tmp_path / "a150", a[:150], per_class=1)
+    result = evaluate_model(model=tiny["hf"], data=tmp_path / "a150", config=tiny["yaml"], subset=8, summary=True,
+                            **CPU)
+    space = result.record["label_space"]
+    assert (space["name"], space["classes"]) == ("full", 1000)
+    assert space["note"] == ("the data's 150 classes are among ImageNet-A's 200, ranked over all 1000 classes of the "
+                             "model; data.label_space imagenet-a ranks over the 200, data.label_space data over the "
+                             "data's 150")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("label space")]
+    assert lines == [f"label space full (detected): {space['note']} (on the command line: --label-space)"]
+    # stated, it is the user's choice: nothing to say; the whole list detected: its own line, no note
+    stated = evaluate_model(model=tiny["hf"], data=tmp_path / "a150", config=tiny["yaml"], subset=8,
+                            label_space="imagenet-a", **CPU)
+    assert "note" not in stated.record["label_space"] and stated.record["label_space"]["classes"] == 200
+
+
+def test_any_subset_of_the_models_classes_says_so(biased, four, capsys):
+    result = evaluate_model(model=biased, data=four, config=VARIANT, summary=True, **CPU)
+    note = result.record["label_space"]["note"]
+    assert note == "the data have 4 of the model's 10 classes, ranked over all 10; data.label_space data ranks over the data's 4"
+    assert sum(line.startswith("label space full (detected): the data have 4") for line in
+               capsys.readouterr().out.splitlines()) == 1

@@ -299,6 +299,8 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
     space = record.get("label_space")
     if space and space["name"] != "full":
         w(f"label space {space['name']}: ranked over its {space['classes']} classes (the others' logits masked)")
+    if space and space.get("note"):  # detected, where another space would rank otherwise: which, and how to choose
+        w(f"label space {space['name']} (detected): {space['note']} (on the command line: --label-space)")
     if record["num_bad_images"]:
         w(f"{record['num_bad_images']} bad image(s) skipped (listed in report.md)")
     for c in record["checks"]:

@@ -15,11 +15,15 @@ The choice (``data.label_space``):
 * ``data``: the classes present in the data (every image of the source, before any subset is chosen).
 * not given: ``imagenet-a`` or ``imagenet-r`` when the data's classes are exactly that list (a 1000-class model),
   else ``full``. Nothing else is guessed: a data set of some other subset of classes (a 10-class ImageNet-val
-  sample) is scored over all the model's classes unless ``data`` says otherwise.
+  sample) is scored over all the model's classes unless ``data`` says otherwise. But it is said: when the data's
+  classes are a proper subset of ImageNet-A's or -R's (150 of A's 200 folders), or any subset of the model's, the
+  space carries a ``note`` (recorded in report.json, one line of the summary) naming the space used and the choices
+  that rank otherwise: such a copy ranked 1000-way gives another figure (0.00% where the 200-way gives 0.67%).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +48,7 @@ class LabelSpace:
     name: str  # "full", "imagenet-a", "imagenet-r" or "data"
     indices: tuple[int, ...]
     num_classes: int
+    note: str = ""  # detected, with other choices that would rank otherwise: which, and how to choose (data.label_space)
 
     @property
     def is_full(self) -> bool:
@@ -59,7 +64,7 @@ class LabelSpace:
         written one per line (``"6\\n11\\n..."``), which identifies the list whatever its name."""
         text = "".join(f"{i}\n" for i in self.indices)
         return {"name": self.name, "classes": len(self.indices),
-                "sha256": hashlib.sha256(text.encode("ascii")).hexdigest()}
+                "sha256": hashlib.sha256(text.encode("ascii")).hexdigest(), **({"note": self.note} if self.note else {})}
 
 
 @lru_cache(maxsize=None)
@@ -85,6 +90,22 @@ def known_indices(name: str) -> tuple[int, ...]:
     return tuple(sorted(index[w] for w in known_wnids(name)))
 
 
+def _partial_note(present: tuple[int, ...], num_classes: int) -> str:
+    """What a detected ``full`` space says when the data have fewer classes than the model: a part of ImageNet-A's or
+    -R's list, or any subset of the model's classes ("" when the data have them all)."""
+    if not present or len(present) >= num_classes:
+        return ""
+    k, n = len(present), num_classes
+    inside = [name for name in KNOWN_LISTS if num_classes == IMAGENET_CLASSES and set(present) < set(known_indices(name))]
+    if inside:
+        titles = " and ".join(f"{KNOWN_TITLES[name]}'s" for name in inside)
+        return (f"the data's {k} classes are among {titles} {KNOWN_SIZE}, ranked over all {n} classes of the model; "
+                f"data.label_space {' or '.join(inside)} ranks over the {KNOWN_SIZE}, data.label_space data over the "
+                f"data's {k}")
+    return (f"the data have {k} of the model's {n} classes, ranked over all {n}; data.label_space data ranks over the "
+            f"data's {k}")
+
+
 def resolve_label_space(stated: str | None, data_classes, num_classes: int) -> LabelSpace:
     """The run's label space from ``data.label_space`` (None: detected) and the classes present in the data.
 
@@ -102,7 +123,7 @@ def resolve_label_space(stated: str | None, data_classes, num_classes: int) -> L
             for name in KNOWN_LISTS:
                 if present == known_indices(name):
                     return LabelSpace(name, present, num_classes)
-        return full
+        return dataclasses.replace(full, note=_partial_note(present, num_classes))
     title = KNOWN_TITLES[stated]
     if num_classes != IMAGENET_CLASSES:
         raise PlanError("data.label_space", f"{title}'s classes are {KNOWN_SIZE} of ImageNet-1k's {IMAGENET_CLASSES}, "
