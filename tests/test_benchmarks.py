@@ -257,12 +257,23 @@ def test_several_models_in_one_job_against_separate_runs(tmp_path, photos):
     assert s["cache_build"]["rc"] == 0 and "--cache-dir" in s["cache"]["job"]["cmd"]
 
 
+def test_cache_stat_records_the_full_stat_beside_the_old_probes(tmp_path, photos):
+    """benchmarks.cache_stat (by name only; --tiny: 2,000 files): the figures it reports are its own, nothing changed
+    is found in files nobody touched, and the ratio is computed from the two medians (the time itself is not judged
+    here: tests do not time things)."""
+    r = _run(["cache_stat"], photos, tmp_path / "work")
+    s = r["sections"]["7_cache_stat"]
+    assert (s["files"], s["probes"]) == (2000, 32) and [row["section"] for row in r["table"]] == ["7"]
+    assert s["changed_found"] == 0 and s["content_changed_found"] is None
+    assert s["ratio_full_to_probes"]["value"] == pytest.approx(s["median_full_stat_s"] / s["median_probe_stat_s"])
+
+
 def test_bad_arguments_exit_2_with_one_line(tmp_path):
     """(real processes: the package's and a benchmark module's own entry points)"""
     proc = _bench("nonsense")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling, multi_model, gpu"]
+        "scaling, multi_model, cache_stat, gpu"]
     proc = _bench("--photos", tmp_path / "absent")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
     proc = _bench("--bogus", module="benchmarks.conversion")

@@ -1,6 +1,6 @@
-"""A run from a cache takes its image list from the cache: no walk of the data folder and no stat of every
-image, the same predictions as a run from the JPEGs; other data flags, or a changed folder or probed file,
-fall back to the walk, where the cache key refuses a cache of other images in one line."""
+"""A run from a cache takes its image list from the cache: no walk of the data folder (a stat of each listed image,
+no listing), the same predictions as a run from the JPEGs; other data flags or a changed folder fall back to the
+walk, and a changed image (stat-ed, issue 25.6) makes the cache key refuse the cache in one line naming it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from imagegen import make_imagefolder, write_image
 import evaluate.sources.inputs
 from cvt_port.errors import BadInput
 from evaluate.api import build_cache, evaluate_model
-from evaluate.pixels.cache_inputs import PROBES
 from evaluate.plan import DataSpec, EvalPlan, ModelEntry, ModelSpec, RunSpec
 
 
@@ -39,7 +38,8 @@ def build(tiny, data, cache, **data_flags):
 
 
 def forbid_walk(monkeypatch, data) -> list[str]:
-    """From here on the data folder may not be walked, nor every image stat-ed; returns the images stat-ed."""
+    """From here on the data folder may not be walked (nor listed by the cache's walking stamps); returns the images
+    stat-ed."""
     def refuse(*a, **k):
         raise AssertionError("the data folder was walked")
     monkeypatch.setattr(evaluate.sources.inputs, "discover", refuse)
@@ -62,7 +62,8 @@ def test_a_run_from_the_cache_does_not_walk_the_folder_and_predicts_the_same(tin
     assert cached.predictions == jpeg.predictions and len(cached.predictions) == 24
     assert len({p.top[cached.primary] for p in cached.predictions}) > 1
     assert cached.record["subset"] == 24 and cached.record["subset_sha256"] == jpeg.record["subset_sha256"]
-    assert 0 < len(stats) <= PROBES < 48  # a few probes, not every image
+    # every listed image stat-ed once (issue 25.6: a rewrite in place is seen), none of the other 24 images
+    assert sorted(stats) == sorted(str(data / p.image_id) for p in cached.predictions)
 
 
 def test_other_data_flags_walk_and_the_cache_of_other_images_is_refused(tiny, data, tmp_path):
@@ -76,6 +77,38 @@ def test_other_data_flags_walk_and_the_cache_of_other_images_is_refused(tiny, da
     next(other.rglob("*.JPEG")).unlink()
     with pytest.raises(BadInput, match="another image list"):
         run(tiny, other, cache_dir=tmp_path / "cache", subset=24, seed=3)
+
+
+def test_an_image_rewritten_in_place_is_refused_without_a_walk(tiny, data, tmp_path, monkeypatch):
+    """Issue 25.6: an image rewritten under its name and not among the probes was served from the cache by a run
+    that takes its list from the cache. Every listed file is stat-ed now: refused, naming it, and still no walk."""
+    copy = tmp_path / "val"
+    shutil.copytree(data, copy)
+    build(tiny, copy, tmp_path / "cache")
+    files = sorted(copy.rglob("*.JPEG"))
+    probed = {int(i * (len(files) - 1) / 31) for i in range(32)}  # 32 spread over the list: the probes, then and now
+    victim = files[next(i for i in range(len(files)) if i not in probed)]  # not among the content probes
+    write_image(victim, (70, 50), seed=99)
+    forbid_walk(monkeypatch, copy)
+    with pytest.raises(BadInput, match=r"1 image\(s\) changed size or modification time since the build, e\.g\. "
+                       + victim.relative_to(copy).as_posix()) as err:
+        run(tiny, copy, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(err.value)
+
+
+def test_a_rewrite_that_keeps_size_and_time_is_caught_by_the_content_probes(tiny, data, tmp_path):
+    """What a stat cannot see: a probed image's bytes changed with its size and modification time restored."""
+    copy = tmp_path / "val"
+    shutil.copytree(data, copy)
+    build(tiny, copy, tmp_path / "cache")
+    first = sorted(copy.rglob("*.JPEG"))[0]  # the first image of the list: always probed
+    st, raw = os.stat(first), bytearray(first.read_bytes())
+    raw[-3] ^= 0xFF  # inside the JPEG's last bytes: same length
+    first.write_bytes(bytes(raw))
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(first).st_size == st.st_size and os.stat(first).st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(BadInput, match=f"{first.relative_to(copy).as_posix()} has other bytes than when it was cached"):
+        run(tiny, copy, cache_dir=tmp_path / "cache")
 
 
 def test_a_changed_probe_or_a_new_image_makes_the_run_walk_and_refuse(tiny, data, tmp_path):
@@ -107,4 +140,4 @@ def test_several_models_from_the_cache_do_not_walk_the_folder_either(tiny, data,
                             devices=1, num_workers=0, cache_dir=tmp_path / "cache")
     assert [r.predictions for r in cached.runs] == [r.predictions for r in jpeg.runs]
     assert len(cached.runs) == 2 and len(cached.runs[0].predictions) == 24
-    assert 0 < len(stats) <= PROBES
+    assert len(stats) == len(set(stats)) < 48  # each listed image once, no walk

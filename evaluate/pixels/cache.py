@@ -30,7 +30,14 @@ The key (:func:`cache_key`) is a sha256 over the ordered image ids, the labels, 
 files' sizes and modification times (and those of a ``datasets`` source's Arrow files), each
 mode's preprocessing description and the format version. A cache is opened only for the very
 same key; anything else is a one-line :class:`~cvt_port.errors.BadInput` saying which part
-differs: an image replaced under the same name is not served from the cache.
+differs: an image replaced under the same name is not served from the cache. Every file is stat-ed for this on
+every open (also by a run that takes its image list from the cache, :mod:`evaluate.pixels.cache_inputs`), and the
+bytes of :data:`~evaluate.pixels.cache_files.PROBES` images spread over the list are hashed again against the
+recorded content sha256, for a rewrite that kept the size and time.
+
+Refused, not rebuilt: a run that reads a cache does not write one. Caches are shared (several jobs, every process
+of a launch read one folder), a rebuild decodes every image again, and ``cache build`` (its lock, ``--overwrite``)
+is the one writer; the refusal names the changed image and the command that rebuilds.
 
 Wrong pixels are never served silently. The small files carry sha256 sums in the manifest,
 checked when the cache is opened; every image's pixels carry a CRC-32, checked as it is read
@@ -60,7 +67,8 @@ from cvt_port.atomic import locked, staged_dir
 from cvt_port.errors import BadInput
 
 from .cache_files import (  # noqa: F401  (MANIFEST, REBUILD_HINT, crc32_rows: re-exported)
-    MANIFEST, REBUILD_HINT, damaged_files, read_manifest, crc32_rows, decode_range, finish, refuse_existing, stored_key)
+    MANIFEST, REBUILD_HINT, changed_content, damaged_files, read_manifest, crc32_rows, decode_range, finish,
+    refuse_existing, stored_key)
 from .cache_key import (  # noqa: F401  (cache_key, CACHE_FORMAT: re-exported)
     CACHE_FORMAT, cache_key, describe_transform, difference, key_parts, sha256_json, source_stamps)
 from .cache_verify import CacheReport, verify_cache  # noqa: F401  (re-exported)
@@ -144,7 +152,12 @@ def open_cache(cache_dir: str | Path, samples: Sequence[Sample], transforms: Map
     if manifest.get("key") != sha256_json(expected):
         why = difference(manifest, expected, transforms, cache_dir, samples, stamps)
         raise BadInput(f"cache {cache_dir} was built with {why}; {REBUILD_HINT}")
-    return CachedDataset(cache_dir, manifest, verify=verify)
+    dataset = CachedDataset(cache_dir, manifest, verify=verify)
+    rewritten = changed_content(samples, dataset.content)  # what the stamps in the key cannot see
+    if rewritten is not None:
+        raise BadInput(f"cache {cache_dir}: {rewritten} has other bytes than when it was cached (same size and "
+                       f"modification time); {REBUILD_HINT}")
+    return dataset
 
 
 def _damage_message(image_id: str, cache_dir: Path, file: str) -> str:

@@ -56,6 +56,33 @@ def stored_key(cache_dir: Path) -> str | None:
 # sha256 of the bytes each image was decoded from, uint8 (N, 32), zeros where none were read: a run from the cache
 # records the same content hashes as a run that decodes (predictions.csv, evaluate.verdict.baseline)
 CONTENT_FILE = "content-sha256.npy"
+# images whose bytes are hashed again whenever the cache is opened, spread over the list: what a stat of every file
+# cannot see (bytes rewritten with the size and modification time kept)
+PROBES = 32
+
+
+def probe_indices(n: int) -> np.ndarray:
+    """:data:`PROBES` indices spread evenly over a list of ``n`` (the first and the last included)."""
+    return np.unique(np.linspace(0, n - 1, min(PROBES, n)).astype(int)) if n else np.zeros(0, dtype=int)
+
+
+def changed_content(samples, content: np.ndarray | None) -> str | None:
+    """The id of the first probed image (:func:`probe_indices`) whose file's bytes no longer hash to the sha256 the
+    cache recorded (``content``, :data:`CONTENT_FILE`), or None. Images without a file or a recorded hash, and files
+    that cannot be read (their stamp already differs), are not probed."""
+    if content is None:
+        return None
+    for i in probe_indices(len(samples)):
+        ref, row = samples[i].ref, content[i]
+        if not isinstance(ref, str) or not row.any():
+            continue
+        try:
+            digest = hashlib.sha256(Path(ref).read_bytes()).digest()
+        except OSError:
+            continue
+        if digest != row.tobytes():
+            return samples[i].image_id
+    return None
 
 
 def pixels_file(mode: str) -> str:

@@ -9,12 +9,14 @@ and of every folder holding a listed image). A run whose flags give the same sel
 the cache; any difference (another ``--data``, subset, seed or file) falls back to the walk, where the cache
 key refuses a cache of other images in one line naming what differs.
 
-Staleness. A full check of every file's size and modification time is made at build and by every run that
-walks. A run from the cache checks cheaply: the folders' modification times (a file added, removed or
-renamed in the data folder or in a class folder changes them) and the stamps of :data:`PROBES` files spread
-over the list; any change makes the run walk (and the key then names the changed images). What this does not
-see: an image rewritten in place, keeping its name, that is not among the probes. Rebuild the cache after
-editing images in place (or run once without ``--cache-dir``).
+Staleness. Every file's size and modification time is checked against the cache's record at build, by every run
+that walks and by every run from the cache: a stat of each listed file, no listing of any folder (50,000 stats take
+a fraction of a second, ``python -m benchmarks cache-stat``). A run from the cache also compares the folders'
+modification times (a file added, removed or renamed in the data folder or in a class folder changes them: the run
+then walks). A file whose stamp changed (an image rewritten in place under its name) makes the key differ, and the
+cache is refused naming the image (:func:`evaluate.pixels.cache.open_cache`), never served. What a stat cannot see
+(bytes rewritten with the size and time kept) the content hashes of a sample of the images are checked for
+(:func:`evaluate.pixels.cache_files.changed_content`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache_key import source_stamps
 from ..sources.inputs import Inputs, check_label_range, prepare_data
 from ..sources.samples import DataSource, Sample
 from ..plan import DataSpec
 
-PROBES = 32
 FILE_LAYOUTS = ("imagefolder", "flat")
 
 
@@ -69,9 +71,10 @@ def selection(spec: DataSpec, inputs: Inputs) -> dict | None:
 
 
 def inputs_from_cache(cache_dir: Path, spec: DataSpec, classes: int = 0) -> tuple[Inputs, np.ndarray] | None:
-    """(the run's inputs, its files' recorded stamps) from the cache at ``cache_dir`` when it was built with
-    this ``spec``'s selection and the cheap checks pass; None otherwise (the caller walks the folder). The
-    cache's files are checked against their sha256 when it is opened (:func:`evaluate.pixels.cache.open_cache`)."""
+    """(the run's inputs, its files' stamps now) from the cache at ``cache_dir`` when it was built with this
+    ``spec``'s selection and no folder changed; None otherwise (the caller walks the folder). Every listed file is
+    stat-ed: a stamp that differs from the cache's record makes the key differ when the cache is opened, which is
+    refused naming the image (:func:`evaluate.pixels.cache.open_cache`, which also checks the cache's own files)."""
     try:
         recorded = json.loads((Path(cache_dir) / "manifest.json").read_text(encoding="utf-8")).get("selection")
         wanted = _spec_selection(spec)
@@ -84,17 +87,10 @@ def inputs_from_cache(cache_dir: Path, spec: DataSpec, classes: int = 0) -> tupl
         if not (len(ids) == len(labels) == len(stamps)) or _folders(str(spec.source), ids) != recorded["folders"]:
             return None
         root = str(spec.source)
-        for i in np.unique(np.linspace(0, len(ids) - 1, min(PROBES, len(ids))).astype(int)):
-            try:
-                st = os.stat(os.path.join(root, ids[i]))
-                now = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                now = (-1, -1)
-            if now != tuple(int(v) for v in stamps[i]):
-                return None
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
     samples = [Sample(i, int(label), os.path.join(root, i)) for i, label in zip(ids, labels)]
+    stamps = source_stamps(samples)  # every file, now: what changed since the build is refused by the key
     if classes:
         check_label_range(samples, classes, spec.source)
     source = DataSource(recorded["layout"], samples, bool(recorded["is_ilsvrc_val"]), root=root)
