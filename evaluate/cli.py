@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "image by image (same images required), list the images whose top-1 changed (flipped.csv), and "
                    "fail the gate on a regression (gate.baseline_top1_tolerance, gate.baseline_max_flipped)")
     r.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None, help="print the summary (the "
-                   "table, the checks and the GATE line) on stdout (default); --no-summary: nothing but errors, the "
-                   "exit status gives the verdict")
+                   "table, the checks and the GATE line) on stdout (default); --no-summary: only the progress bar and "
+                   "errors, the exit status gives the verdict")
     r.add_argument("--verbose", action="store_true", default=None, help="show Lightning's and transformers' own "
                    "messages (banners, tips, warnings, loading bars)")
     rel = p.add_argument_group("release (only after the gate PASSED; on fail, not made or error: nothing)")

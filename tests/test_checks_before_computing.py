@@ -166,4 +166,4 @@ def test_a_bad_config_value_is_one_line_before_anything_is_loaded(tiny, data, tm
     bad.write_text(tiny["yaml"].read_text().replace("top1_tolerance: 0.1", "top1_tolerance: lots"))
     code, err = evaluate(capfd, tiny["hf"], bad, data, tmp_path / "out")
     assert code == 2 and err == [f"error: {bad}: key 'gate.top1_tolerance' = 'lots': must be a number of top-1 "
-                                 "points from 0 to 100"]
+                                 "points from 0 to 1 (released variants are 0.9 points or more apart)"]

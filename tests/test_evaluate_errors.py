@@ -233,7 +233,9 @@ def test_every_plan_field_has_its_flag():
     from evaluate.cli import FLAGS, NOT_FLAGS
     from evaluate.plan import DataSpec, ModelSpec, ReportSpec, RunSpec
 
+    from evaluate.plan_values import INPUTS
+
     parts = {"models": ModelSpec, "data": DataSpec, "run": RunSpec, "report": ReportSpec}
     fields = {f"{part}.{f.name}" for part, cls in parts.items() for f in dataclasses.fields(cls)}
-    # the summary is always shown on the command line; the command is the command line itself (provenance)
-    assert fields - set(NOT_FLAGS) == set(FLAGS)
+    # the command is the command line itself (provenance); a models file is an input that becomes extra_models
+    assert (fields | set(INPUTS)) - set(NOT_FLAGS) == set(FLAGS)

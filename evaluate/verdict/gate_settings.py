@@ -22,6 +22,11 @@ The defaults:
   model may differ from the original on (``baseline_max_flipped`` = 1 - ``min_agreement`` = 0.1% of the images: 50
   of ImageNet's 50,000; on fewer than 1,000 images none may change). A swapped pair of head rows, a wrong
   preprocessing or a broken kernel changes far more; a pass that must tolerate more says so in its variant file.
+
+What a setting may be is bounded (:data:`cvt_port.variants.GATE_BOUNDS`: ``detectable_drop`` at most 5 points,
+``power`` at least 0.9, ``alpha`` at most 0.05, tolerances at most 1 point, ``min_agreement`` at least 0.99), checked
+wherever a setting comes in (a variant file, a suite set, ``data.gate``: :func:`check_data_gate`), and no setting
+lowers :data:`MIN_IMAGES_TO_PASS` (docs/gate.md, "What no setting lowers").
 """
 
 from __future__ import annotations
