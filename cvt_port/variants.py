@@ -266,8 +266,8 @@ def _reference(c: _FileChecker, doc: dict) -> dict:
 
 
 # What a file may say under ``gate:`` (what applies when it says nothing is the gate's business:
-# evaluate.verdict.gate_settings, the defaults' one home), and what a gate setting may be: the bounds within which a gate still means what docs/gate.md promises (the figures
-# behind them are in evaluate.verdict.gate_settings' docstring). Past them a check passes models it cannot tell
+# evaluate.verdict.gate_settings, the defaults' one home), and what a gate setting may be: the bounds within which a
+# gate still means what docs/gate.md promises ("What no setting lowers", with the figures behind them). Past them a check passes models it cannot tell
 # apart from a regression: a 50-point "detectable drop" lets 7 images pass the paired checks, a tolerance of 2 points
 # passes CvT-13 for CvT-21 (0.9 points or more between any two releases), power 0.5 is a coin toss.
 GATE_BOUNDS = {

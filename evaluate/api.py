@@ -62,9 +62,9 @@ def evaluate_model(**options) -> EvalResult | ManyEvalResult | SuiteResult:
     """Evaluate ``model`` on ``data``: one keyword per plan field (the CLI's flags; see ``help(evaluate_model)`` or
     :data:`KEYWORDS`). Nothing is written unless ``output`` names a folder; nothing is printed but Lightning's
     progress bar unless ``summary``; Lightning's banners, tips and warnings stay off stderr unless ``verbose``, as
-    on the command line. ``models_file``: more models, one ``FOLDER [CONFIG]`` per line, after ``model``. ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``,
-    ``revision``) release after a PASSED gate only (:mod:`evaluate.reports.release`); an upload that fails after a pass
-    raises ``ReleaseError``. ``baseline``: an earlier run's output folder to compare with
+    on the command line. ``models_file``: more models, one ``FOLDER [CONFIG]`` per line, after ``model``.
+    ``update_card``/``push_to_hub`` (with ``create_pr``, ``private``, ``revision``) release after a PASSED gate only
+    (:mod:`evaluate.reports.release`); an upload that fails after a pass raises ``ReleaseError``. ``baseline``: an earlier run's output folder to compare with
     (``result.record["baseline"]``).
 
     Several models on the same batches: ``model=[A, B, ...]``, each a folder/Hub id or a ``(folder, config)`` pair
