@@ -27,6 +27,7 @@ TARGETS = {
     "conversion_wall": ("<=", 1.5),
     "conversion_rss": ("<=", 1.5),
     "sdpa_max_abs_logit_diff": ("<=", 1e-5),
+    "startup_refusal": ("<=", 1.5),
 }
 
 

@@ -49,7 +49,10 @@ def sbatch_env(block: str) -> tuple[dict[str, str], int, int]:
     gpus = int(opts["gpus-per-node"])
     env = {"SLURM_NTASKS": str(nodes * per_node), "SLURM_NTASKS_PER_NODE": str(per_node), "SLURM_NNODES": str(nodes),
            "SLURM_JOB_NAME": "eval.sbatch", "SLURM_PROCID": "5", "SLURM_CPUS_PER_TASK": opts["cpus-per-task"],
-           "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
+           "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus)),
+           # the page's commands run under srun: a task of a step of the job's every task
+           "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": str(nodes * per_node), "SLURM_STEP_NUM_NODES": str(nodes),
+           "SLURM_STEP_TASKS_PER_NODE": f"{per_node}(x{nodes})"}
     return env, per_node, nodes
 
 
