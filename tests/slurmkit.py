@@ -27,12 +27,12 @@ INSTALL = "apt-get install -y slurm-wlm munge (as root)"
 TOOLS = ("slurmctld", "slurmd", "sbatch", "srun", "scancel", "squeue", "sinfo", "munged", "ip", "unshare", "nsenter")
 
 
-def missing() -> str | None:
+def missing(which=shutil.which, euid: int | None = None) -> str | None:
     """Why a cluster cannot be made here (one line), or None."""
-    absent = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+    absent = [t for t in TOOLS if which(t) is None and which(f"/usr/sbin/{t}") is None]
     if absent:
         return f"a real SLURM cluster needs {', '.join(absent)}: {INSTALL}"
-    if os.geteuid() != 0:
+    if (os.geteuid() if euid is None else euid) != 0:
         return f"a real SLURM cluster is started as root (munged, slurmd, network namespaces): run the tests as root; {INSTALL}"
     return None
 
