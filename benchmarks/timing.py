@@ -28,6 +28,7 @@ TARGETS = {
     "conversion_rss": ("<=", 1.5),
     "sdpa_max_abs_logit_diff": ("<=", 1e-5),
     "cache_stat_s": ("<=", 1.0),
+    "startup_refusal": ("<=", 1.5),
 }
 
 

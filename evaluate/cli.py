@@ -213,31 +213,53 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["cache"]:
         return cache_main(argv[1:])
     args = build_parser().parse_args(argv)
+    quiet_native_logs(args.verbose)
 
     def work() -> int:
         models, data, run, report = plan_parts(args)
         report = dataclasses.replace(report, command=command_line(argv))
-        if is_demo(args):
-            from .default import demo_plan
+        plan = None if is_demo(args) else EvalPlan(models, data, run, report)
+        check_launch(run)  # before torch, Lightning and transformers are imported: a refusal comes first
+        with quiet_libraries(args.verbose):  # the demo's conversion too: before the plan runs
+            if plan is None:
+                from .default import demo_plan
 
-            plan = demo_plan(data, run, report)
-        else:
-            plan = EvalPlan(models, data, run, report)
-        from .api import run_plan
+                plan = demo_plan(data, run, report)
+            from .api import run_plan
 
-        return int(run_plan(plan).exit_status)
+            return int(run_plan(plan).exit_status)
 
-    return outcome(work, args.verbose)
+    return outcome(work)
 
 
-def outcome(work, verbose: bool = True) -> int:
+def check_launch(run: RunSpec) -> None:
+    """The launcher's processes against the device flags (:func:`evaluate.runtime.allocation.resolve_devices`), read
+    from the environment alone, before anything heavy is imported: a refusal (a flag that contradicts the allocation,
+    SLURM's batch script without ``srun``) is one line within about the time of ``import torch``, not after Lightning
+    and transformers have loaded (seconds more on a busy node). The run makes the same check again, for the API."""
+    from .runtime.allocation import resolve_devices
+
+    resolve_devices(run)
+
+
+def quiet_native_logs(verbose: bool) -> None:
+    """Keep torch's C++ warnings (c10d's ``recvValue failed ... Connection was likely closed`` with its C++ trace,
+    when another process of the launch dies) off the terminal: its level is read once, when torch is imported,
+    so it is set before. A level the user set is kept; --verbose shows them."""
+    import os
+
+    if not verbose:
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
+def outcome(work) -> int:
     """Run ``work`` and map how it ended to the exit status (the contract in :mod:`cvt_port.errors`)."""
     from .runtime.interrupts import Interrupted, sigterm_raises
     from .runtime.peers import PeerDied
     from .reports.release import ReleaseError
 
     try:
-        with sigterm_raises(), quiet_libraries(bool(verbose)):  # the demo's conversion too: before the plan runs
+        with sigterm_raises():
             return work()
     except PlanError as exc:
         print(f"error: {exc.render(flag)}", file=sys.stderr)
@@ -281,18 +303,20 @@ def cache_build(argv: list[str]) -> int:
                         help="replace what the cache folder holds (a cache of other images or settings); without it "
                         "such a folder is refused")
     args = parser.parse_args(argv)
+    quiet_native_logs(args.verbose)
 
     def work() -> int:
         if not args.cache_dir:
             raise PlanError("run.cache_dir", "cache build needs a cache folder")
+        models, data, run, report = plan_parts(args)
+        check_launch(run)
         from .api import build_cache_for
 
-        models, data, run, report = plan_parts(args)
         out, n, modes = build_cache_for(EvalPlan(models, data, run, report), Path(args.cache_dir), args.overwrite)
         print(f"cache of {n} images ({', '.join(modes)}) at {out}")
         return ExitStatus.PASS
 
-    return outcome(work, args.verbose)
+    return outcome(work)
 
 
 def cache_verify(argv: list[str]) -> int:

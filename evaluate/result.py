@@ -52,6 +52,7 @@ class RunFacts:
     devices: int
     world_size: int
     cluster_environment: str | None
+    num_nodes: int = 1  # the nodes the launch's processes ran on (devices per node x num_nodes = world_size)
     # the numerics policy (evaluate.runtime.numerics.policy_record) and the hardware and libraries that ran it
     numerics: dict | None = None
     hardware: dict | None = None

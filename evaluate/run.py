@@ -212,6 +212,7 @@ def run_facts(plan: EvalPlan, trainer, inputs, model: str, variant, config: dict
         cache=str(r.cache_dir) if r.cache_dir is not None else None,
         devices=trainer.num_devices,
         world_size=trainer.world_size,
+        num_nodes=trainer.num_nodes,
         cluster_environment=cluster_environment(trainer),
         numerics=policy_record(r.tf32, trainer.precision, heads, overrides),
         hardware=_hardware(trainer, r.attention, autocast_dtype(trainer.precision), config,

@@ -273,7 +273,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     proc = _bench("nonsense")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling, multi_model, cache_stat, gpu"]
+        "scaling, multi_model, cache_stat, gpu, startup"]
     proc = _bench("--photos", tmp_path / "absent")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
     proc = _bench("--bogus", module="benchmarks.conversion")
@@ -285,3 +285,19 @@ def test_the_command_line_is_the_only_module_that_parses_flags():
     parsers = sorted(f.name for f in (REPO / "benchmarks").glob("*.py") if "argparse" in f.read_text())
     assert parsers == ["bare_loop.py", "cli.py"]
     assert "argparse" not in (REPO / "benchmarks" / "synthetic" / "checkpoints.py").read_text()
+
+
+def test_startup_benchmark_times_each_refusal_beside_import_torch(tmp_path):
+    """benchmarks.startup (by name only): real processes under the measuring middleman; each refusal is exit 2 with
+    its one line, and its ratio is computed from the run's own medians."""
+    r = suite.run_benchmarks(["startup"], Plan.make(tiny=True), tmp_path / "no-photos", tmp_path, ["test"])
+    s = r["sections"]["7_startup"]
+    assert s["exit_statuses"] == {"import_torch": [0], "devices_in_step": [2], "batch_step": [2]}
+    assert [run["stderr_lines"][0].split(":")[:2] for run in (s["runs"]["devices_in_step"][0], s["runs"]["batch_step"][0])] \
+        == [["error", " --devices 4"], ["error", " SLURM_NTASKS=2"]]
+    assert all(len(run["stderr_lines"]) == 1 for name in ("devices_in_step", "batch_step") for run in s["runs"][name])
+    for name, rt in s["ratios"].items():
+        assert rt["numerator"] == s["median_wall_s"][name] and rt["denominator"] == s["median_wall_s"]["import_torch"]
+        assert rt["value"] == rt["numerator"] / rt["denominator"]
+    assert [row["benchmark"] for row in r["table"]] == ["refusal at start-up (devices_in_step)",
+                                                        "refusal at start-up (batch_step)"]

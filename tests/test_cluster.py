@@ -28,12 +28,17 @@ LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", 
                "CUDA_VISIBLE_DEVICES")
 
 
-def slurm(ntasks: int, per_node: int | None, nodes: int = 1, procid: int = 0, **more) -> dict[str, str]:
+def slurm(ntasks: int, per_node: int | None, nodes: int = 1, procid: int = 0, step: bool = True, **more) -> dict[str, str]:
+    """Task ``procid`` of an ``srun`` step of ``ntasks`` tasks (``step=False``: the job's batch script, no step)."""
     env = {"SLURM_NTASKS": str(ntasks), "SLURM_PROCID": str(procid), "SLURM_LOCALID": str(procid % (per_node or 1)),
            "SLURM_NODEID": str(procid // (per_node or 1)), "SLURM_NNODES": str(nodes), "SLURM_JOB_ID": "4242",
            "SLURM_JOB_NAME": "cvt-eval", "SLURM_NODELIST": "localhost"}
     if per_node is not None:
         env["SLURM_NTASKS_PER_NODE"] = str(per_node)
+    if step:
+        env.update({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": str(ntasks), "SLURM_STEP_NUM_NODES": str(nodes),
+                    "SLURM_STEP_TASKS_PER_NODE": f"{per_node or ntasks // nodes}" + (f"(x{nodes})" if nodes > 1 else ""),
+                    "SLURM_STEP_NODELIST": "localhost"})
     return {**env, **more}
 
 
@@ -89,15 +94,14 @@ def test_torchrun_wins_inside_a_slurm_job_as_in_lightning(launched):
 
 
 def test_interactive_slurm_shell_is_no_launcher(launched):
-    launched(slurm(ntasks=4, per_node=4, SLURM_JOB_NAME="interactive"))
+    launched(slurm(ntasks=4, per_node=4, step=False, SLURM_JOB_NAME="interactive"))  # salloc's shell
     assert read_allocation() is None
     assert make_trainer(RunSpec(accelerator="cpu", devices=1)).world_size == 1
 
 
 @pytest.mark.parametrize("env, run, needle", [
-    (slurm(ntasks=4, per_node=4), dict(devices="2"), "run.devices 2: does not match SLURM_NTASKS_PER_NODE=4"),
-    (slurm(ntasks=4, per_node=2, nodes=2), dict(num_nodes=1), "run.num_nodes 1: does not match SLURM_NNODES=2"),
-    (slurm(ntasks=4, per_node=None), {}, "SLURM_NTASKS=4 without SLURM_NTASKS_PER_NODE: allocate with --ntasks-per-node"),
+    (slurm(ntasks=4, per_node=4), dict(devices="2"), "run.devices 2: does not match SLURM_STEP_TASKS_PER_NODE=4"),
+    (slurm(ntasks=4, per_node=2, nodes=2), dict(num_nodes=1), "run.num_nodes 1: does not match SLURM_STEP_NUM_NODES=2"),
     (torchrun(world=4, local=2), dict(devices="4"), "run.devices 4: does not match LOCAL_WORLD_SIZE=2"),
     (torchrun(world=4, local=2), dict(num_nodes=1), "run.num_nodes 1: does not match WORLD_SIZE/LOCAL_WORLD_SIZE=2"),
     (torchrun(world=4, local=2), dict(devices="0,1,2"), "run.devices 0,1,2: does not match LOCAL_WORLD_SIZE=2"),

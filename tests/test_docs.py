@@ -78,6 +78,14 @@ def test_ci_installs_the_browser():
     assert "chromium" in line and "/usr/bin/chromium" in line and text.index(line) < text.index("python -m pytest")
 
 
+def test_ci_installs_slurm_and_munge_for_the_real_cluster():
+    """tests/test_slurm_cluster.py needs slurmctld, slurmd and munged (it fails naming them without): CI installs them
+    where missing, before the tests, as the browser."""
+    text = (ROOT / ".ci/run").read_text()
+    line = next(ln for ln in text.splitlines() if "apt-get install" in ln and "slurm" in ln)
+    assert "slurm-wlm munge" in line and "command -v slurmctld" in line and text.index(line) < text.index("python -m pytest")
+
+
 def test_readme_examples_parse():
     text = README.read_text(encoding="utf-8")
     commands = [shlex.split(line) for block in fenced(text)[2:]

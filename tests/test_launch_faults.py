@@ -136,3 +136,49 @@ def test_a_task_that_dies_is_noticed_in_seconds_and_named(tiny, data, tmp_path):
     decoded = (tmp_path / "marks" / "reader-0.log").read_text().split()
     assert len(decoded) < 6  # rank 0 stopped before the end of its share (6 images)
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_peer_gone_with_a_signal_pending_is_the_interruption(tiny, data, tmp_path):
+    """scancel signals every task at once; here rank 1 vanishes (kill -9) and rank 0's SIGTERM follows 0.1 s later:
+    rank 0 went with the same stop, so it ends as interrupted (143, its line), not with a dead peer (3)."""
+    procs = start_step(tiny, data, tmp_path, workers=0, SLOW_S="1.0")
+    reader_pid(tmp_path, 0)
+    reader_pid(tmp_path, 1)
+    procs[1].kill()
+    time.sleep(0.1)
+    procs[0].send_signal(signal.SIGTERM)
+    (rc, err), _ = finish(procs)
+    assert rc == 143, err[-3000:]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1] == "interrupted: SIGTERM: stopped before the gate's verdict; no report written", err[-3000:]
+    assert "died" not in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+WAIT_FOR_A_PEER = """
+import sys
+from evaluate.cli import outcome
+def work():
+    import torch.distributed as dist
+    print("waiting", flush=True)
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[1], world_size=2, rank=0)
+    return 0
+sys.exit(outcome(work))
+"""
+
+
+def test_a_signal_is_seen_while_the_main_thread_waits_in_c():
+    """A process waiting for a peer that never comes (the process group's rendezvous: a C call in which Python runs
+    no signal handler) still ends on SIGTERM, with its line and 143, not after torch's 30-minute timeout."""
+    proc = subprocess.Popen([sys.executable, "-c", WAIT_FOR_A_PEER, str(free_port())], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(1.0)  # inside the rendezvous
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGTERM did not end a process waiting for its peer: " + proc.communicate()[1][-1500:])
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines() == ["interrupted: SIGTERM: stopped before the gate's verdict; no report written"]

@@ -108,3 +108,63 @@ def test_a_contradicting_flag_is_refused_before_the_demo_converts(launched, tmp_
     assert err == [line for line in err if line.startswith("error: --devices 3: does not match "
                                                            "SLURM_STEP_TASKS_PER_NODE=2")] and len(err) == 1
     assert not out.exists()  # the conversion wrote nothing
+
+
+def batch_script(ntasks: int, per_node: int | None) -> dict[str, str]:
+    """The batch script of ``sbatch --ntasks-per-node=per_node`` (or ``--ntasks``): the job's variables, no step's
+    (what SLURM 22.05 exports to it, as a real cluster showed)."""
+    step = srun_step(ntasks, job_per_node=per_node)
+    return {k: v for k, v in step.items() if not k.startswith(("SLURM_STEP", "SLURM_SRUN")) and k != "SLURM_STEPID"}
+
+
+def test_the_batch_script_of_a_job_of_several_tasks_is_refused_saying_srun(launched, tmp_path):
+    """``sbatch --ntasks-per-node=2`` whose script runs ``python -m evaluate`` without srun: one process that would
+    wait for a second that never starts. Refused in one line; a job of one task runs as one process."""
+    from evalkit import evaluate_cli
+
+    launched(batch_script(2, per_node=2))
+    r = evaluate_cli("--model", tmp_path / "no-model", "--data", tmp_path / "no-data", "--output", tmp_path / "out",
+                     env=dict(os.environ))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        "error: SLURM_NTASKS=2: this process is the batch script of SLURM job 5151, one process, not a job step of its "
+        "2 tasks (no SLURM_STEP_NUM_TASKS), so the other tasks would never start; launch it with srun in the script: "
+        "srun python -m evaluate ..."]
+    assert not (tmp_path / "out").exists()
+    launched(batch_script(1, per_node=None))
+    assert read_allocation().world_size == 1
+
+
+def test_a_step_of_ntasks_without_ntasks_per_node_is_one_job_of_them(launched):
+    """``srun --ntasks=3`` (no --ntasks-per-node anywhere): the step's 3 tasks on its one node are one job of 3."""
+    launched(srun_step(3, job_per_node=None, procid=2))
+    assert resolve_devices(RunSpec(accelerator="cpu")) == (3, 1)
+    assert read_allocation().world_size == 3
+
+
+REFUSE = """
+import sys
+from evaluate.cli import main
+status = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "lightning", "transformers", "torchmetrics", "datasets") if m in sys.modules)
+print(" ".join(heavy) or "none")
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("env, argv, start", [
+    (srun_step(2, job_per_node=2, procid=1), ["--devices", "4"], "error: --devices 4: does not match"),
+    (batch_script(2, per_node=2), [], "error: SLURM_NTASKS=2: this process is the batch script"),
+])
+def test_a_launch_is_refused_before_torch_and_lightning_are_imported(tmp_path, env, argv, start):
+    """A refusal reads the environment and the flags only: one line, exit 2, and none of the heavy packages
+    imported (they were most of the start-up; ``python -m benchmarks.startup`` measures it)."""
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_"))}
+    r = subprocess.run([sys.executable, "-c", REFUSE, *argv, "--output", str(tmp_path / "out")], capture_output=True,
+                       text=True, env={**base, **env}, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(start)
+    assert r.stdout.split() == ["none"]

@@ -85,7 +85,7 @@ def build_record(*, results: dict, primary: str, reference: str | None, run: Run
         "checks": [c.as_dict() for c in checks],
         "gate_settings": dataclasses.asdict(gate_settings(variant)),  # what the checks were judged with
         **{k: getattr(run, k) for k in ("img_size", "crop_pct", "interpolation", "preprocessing", "precision", "devices",
-                                        "world_size", "attention", "compile", "cache", "cluster_environment",
+                                        "world_size", "num_nodes", "attention", "compile", "cache", "cluster_environment",
                                         "numerics", "hardware")},
         "images_per_second": _steady_rate(results, n),
         "pass_seconds": elapsed,

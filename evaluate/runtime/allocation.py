@@ -20,8 +20,11 @@ Detection follows Lightning's order: torchrun first (it may run inside a SLURM j
 (``SLURM_NTASKS_PER_NODE``) still describe. A step of several tasks is one job even when the job is named ``bash`` or
 ``interactive`` (``srun bash -c ...``, ``srun`` under ``salloc``): Lightning's interactive mode would ignore SLURM
 there and run every task alone over all the images into the same output; :func:`evaluate.validation.trainer.make_trainer`
-gives Lightning the step instead. Outside a step (no ``SLURM_STEP_NUM_TASKS``), the job's variables, and an
-interactive job is no launcher.
+gives Lightning the step instead. Outside a step (no ``SLURM_STEP_NUM_TASKS``) a job of several tasks is refused:
+that process is the job's batch script (``sbatch`` without ``srun``), and the tasks it would wait for never start; a job
+of one task is one process, and an interactive job (``salloc``'s shell) is no launcher.
+
+Read from the environment only (no torch, no Lightning): the CLI checks the allocation against the flags first.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Mapping
+
+from cvt_port.errors import BadInput
 
 from ..plan import PlanError, RunSpec, parse_devices
 
@@ -67,17 +72,19 @@ def read_allocation(environ: Mapping[str, str] | None = None) -> Allocation | No
         return None  # one task of an interactive step (srun --pty bash, salloc): a process alone
     if "SLURM_NTASKS" in env and not _slurm_interactive(env):
         ntasks = _count(env, "SLURM_NTASKS")
-        nodes = _slurm_int(env, "SLURM_NNODES") or _slurm_int(env, "SLURM_JOB_NUM_NODES") or 1
-        per_node = _slurm_int(env, "SLURM_NTASKS_PER_NODE")
-        if per_node is None:
-            if ntasks > 1:  # Lightning's rule too (SLURMEnvironment._validate_srun_variables)
-                raise PlanError("run.devices", f"SLURM_NTASKS={ntasks} without SLURM_NTASKS_PER_NODE: allocate with "
-                                f"{launcher_option('ntasks-per-node=N')} (one task per device) instead of "
-                                f"{launcher_option('ntasks')}")
-            per_node = 1
-        return Allocation("slurm", ntasks, per_node, nodes, int(env.get("SLURM_PROCID", "0")),
-                          ("SLURM_NTASKS_PER_NODE", "SLURM_NNODES"))
+        if ntasks > 1:
+            raise BadInput(batch_step_refusal(env, ntasks))
+        return Allocation("slurm", 1, 1, 1, 0, ("SLURM_NTASKS", "SLURM_NNODES"))
     return None
+
+
+def batch_step_refusal(env: Mapping[str, str], ntasks: int) -> str:
+    """Why a process outside any job step of a job of several tasks cannot run: it is the job's batch script
+    (``sbatch`` runs it once, on the first node), so the job's other tasks never start and a wait for them would
+    never end. The tasks are started by ``srun`` (a job step: ``SLURM_STEP_NUM_TASKS`` is set)."""
+    return (f"SLURM_NTASKS={ntasks}: this process is the batch script of SLURM job {env.get('SLURM_JOB_ID', '?')}, "
+            f"one process, not a job step of its {ntasks} tasks (no SLURM_STEP_NUM_TASKS), so the other tasks would "
+            f"never start; launch it with srun in the script: srun python -m evaluate ...")
 
 
 def _slurm_interactive(env: Mapping[str, str]) -> bool:

@@ -14,6 +14,16 @@ A dead peer ends this process at once with one line (``process N of the launch d
 no verdict was reached, nothing is wrong with the input or the program, and a rerun can make it; no report
 exists yet (the watch covers the pass only). A collective that fails outside the watch (writing the reports)
 ends the same way through :func:`collective_failed`.
+
+Unless this process was signalled too: ``scancel``, a time limit or a requeue signals every task of the step at
+once, and a peer that acts on its SIGTERM first vanishes while this process's own is pending (its main thread may
+be in C, where no Python handler runs). A peer gone while this process has a SIGTERM/SIGINT, or gets one within
+:data:`evaluate.runtime.interrupts.PEER_GRACE_S`, is that interruption (143/130, its line), never a death
+(:func:`evaluate.runtime.interrupts.signalled_near` sees a signal on arrival).
+
+Processes of this node are looked at (their pids) before the store is touched, so a rank 0 that dies is noticed
+within a beat as any other, not after the store's connection fails; torch's C++ warnings about that connection are
+kept off the terminal by the CLI (``TORCH_CPP_LOG_LEVEL``).
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import time
 
 from cvt_port.errors import ExitStatus, first_line
 
-BEAT_S = 0.5  # how often the watch beats and looks
+from .interrupts import PEER_GRACE_S, signalled_near
+
+BEAT_S = 0.25  # how often the watch beats and looks
 STALE_S = 60.0  # a process on another node whose heartbeat stopped this long is taken for dead
 _PREFIX = "cvt-port/peers"
 
@@ -67,8 +79,12 @@ def stop() -> None:
         _watch = None
 
 
-def collective_failed(exc: BaseException) -> PeerDied:
-    """A collective failed: which peer died, when the watch can tell within a few beats."""
+def collective_failed(exc: BaseException) -> BaseException:
+    """A collective failed: the interruption this process got too (see the module docstring), else :class:`PeerDied`
+    naming which peer died, when the watch can tell within a few beats."""
+    stopped = signalled_near(PEER_GRACE_S)
+    if stopped is not None:
+        return stopped
     watch = _watch
     deadline = time.monotonic() + 4 * BEAT_S
     while watch is not None and watch.dead is None and time.monotonic() < deadline:
@@ -94,6 +110,9 @@ class _Watch(threading.Thread):
         beats: dict[int, tuple[int, float]] = {}
         while not self.done.wait(BEAT_S):
             now = time.monotonic()
+            for r, (host, pid) in where.items():  # this node's processes first: no store needed
+                if host == self.host and not _alive(pid):
+                    return self._died(r)
             try:
                 self.store.add(f"{self.prefix}/beat/{self.rank}", 1)
                 for r in range(self.world):
@@ -119,10 +138,15 @@ class _Watch(threading.Thread):
     def _died(self, rank: int) -> None:
         if self.done.is_set() or rank == self.rank:
             return
+        stopped = signalled_near(PEER_GRACE_S)  # the peer went with the scancel that reached this process too
+        if self.done.is_set():  # the main thread finished the pass meanwhile: it decides
+            return
         self.dead = rank
-        print(f"error: {PeerDied(rank)}", file=sys.stderr, flush=True)
+        line = f"interrupted: {stopped}" if stopped is not None else f"error: {PeerDied(rank)}"
+        print(line, file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(int(PeerDied.exit_status))  # the main thread may be inside a collective that only a timeout ends
+        # the main thread may be inside a collective that only a timeout ends
+        os._exit(int(stopped.exit_status if stopped is not None else PeerDied.exit_status))
 
 
 def _alive(pid: int) -> bool:
