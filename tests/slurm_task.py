@@ -36,9 +36,9 @@ def child(marks: str, argv: list[str]) -> int:
     log = os.path.join(marks, f"read-{rank()}.log")
     quiet = cli.quiet_libraries
 
-    def quiet_then_slow(verbose: bool) -> None:
+    def quiet_then_slow(verbose: bool):
         write(os.path.join(marks, f"started-{rank()}"), "")  # the launch is checked; Lightning's import comes next
-        quiet(verbose)
+        context = quiet(verbose)  # the CLI enters it around its work
         import evaluate.pixels.dataset
 
         decode = evaluate.pixels.dataset.EvalDataset.__getitem__
@@ -50,6 +50,7 @@ def child(marks: str, argv: list[str]) -> int:
             return decode(self, i)
 
         evaluate.pixels.dataset.EvalDataset.__getitem__ = slow
+        return context
 
     cli.quiet_libraries = quiet_then_slow
     return cli.main(argv)
