@@ -25,10 +25,11 @@ from .report import format_table, machine_info
 from .timing import REPO, TARGETS, ProcessRunner, cpu_times, disturbance, fmt, progress
 from .workspace import Plan, Workspace
 
-BENCHMARKS = ("harness_overhead", "cache_vs_jpeg", "conversion", "options", "scaling", "multi_model", "scale", "gpu")  # table order
+BENCHMARKS = ("harness_overhead", "cache_vs_jpeg", "conversion", "options", "scaling", "multi_model", "scale", "compile_cpu",
+              "gpu")  # table order
 # what a plain `python -m benchmarks` runs (gpu: `python -m benchmarks gpu`, on a GPU; multi_model: by name, it
 # would add about a quarter to the full run; scale: by name, about an hour at full size)
-DEFAULT = tuple(n for n in BENCHMARKS if n not in ("multi_model", "scale", "gpu"))
+DEFAULT = tuple(n for n in BENCHMARKS if n not in ("multi_model", "scale", "compile_cpu", "gpu"))
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample-100"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results.json"
 SCHEMA = 1

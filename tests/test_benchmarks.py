@@ -303,7 +303,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     proc = _bench("nonsense")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling, multi_model, scale, gpu"]
+        "scaling, multi_model, scale, compile_cpu, gpu"]
     proc = _bench("--photos", tmp_path / "absent")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
     proc = _bench("--bogus", module="benchmarks.conversion")
