@@ -24,7 +24,7 @@ from ..plan import PlanError
 from .folders import LoadedFolder
 
 FIELD = "models.reference_sample"
-WAY_OUT = "run the original on every image (without reference_sample)"
+WAY_OUT = "run the original on every image (without models.reference_sample)"
 
 
 def _refuse(why: str, folder: str) -> PlanError:
