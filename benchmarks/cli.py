@@ -47,8 +47,22 @@ def build_parser(prog: str, partial: bool) -> argparse.ArgumentParser:
     compile_.add_argument("--no-compile", dest="compile", action="store_false", default=None,
                           help="skip the --compile measurement")
     compile_.add_argument("--compile", dest="compile", action="store_true", help="measure --compile even with --tiny")
+    p.add_argument("--scale-per-class", type=per_class_list, metavar="N,N,...", help="scale: the sizes, in images "
+                   "per class of the 1,000 (default 5,20,50: 5,000, 20,000 and 50,000 images; --tiny: 2,4 of 10 classes)")
+    p.add_argument("--scale-data", type=Path, help="scale: where its data set is made once and kept (default: "
+                   "cvt-bench-scale beside the work folder, in --workdir)")
     p.add_argument("--verbose", action="store_true", help="show every command")
     return p
+
+
+def per_class_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 5,20,50") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1 image per class")
+    return values
 
 
 def main(argv: list[str] | None = None, only: list[str] | None = None) -> int:
@@ -69,7 +83,8 @@ def main(argv: list[str] | None = None, only: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = Plan.make(tiny=args.tiny, repeats=args.repeats, images=args.images, batch_size=args.batch_size,
-                     compile=args.compile, budget_s=args.budget_s)
+                     compile=args.compile, budget_s=args.budget_s, scale_per_class=args.scale_per_class,
+                     scale_data=str(args.scale_data.expanduser().resolve()) if args.scale_data else None)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cvt-bench-", dir=args.workdir))

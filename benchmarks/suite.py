@@ -26,11 +26,12 @@ from .timing import REPO, TARGETS, ProcessRunner, cpu_times, disturbance, fmt, p
 from .workspace import Plan, Workspace
 
 BENCHMARKS = ("harness_overhead", "cache_vs_jpeg", "conversion", "options", "scaling", "multi_model", "cache_stat",
-              "gpu", "startup")  # table order
+              "scale", "compile_cpu", "gpu", "startup")  # table order
 # what a plain `python -m benchmarks` runs (gpu: `python -m benchmarks gpu`, on a GPU; multi_model: by name, it
-# would add about a quarter to the full run; cache_stat: by name, it writes 50,000 files; startup: by name, its
-# figures are the cluster page's)
-DEFAULT = tuple(n for n in BENCHMARKS if n not in ("multi_model", "cache_stat", "gpu", "startup"))
+# would add about a quarter to the full run; cache_stat: by name, it writes 50,000 files; scale: by name, about an
+# hour at full size; compile_cpu: by name, minutes of compilation; startup: by name, its figures are the cluster
+# page's)
+DEFAULT = tuple(n for n in BENCHMARKS if n not in ("multi_model", "cache_stat", "scale", "compile_cpu", "gpu", "startup"))
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample-100"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results.json"
 SCHEMA = 1

@@ -133,8 +133,9 @@ class ProcessRunner:
         return self.run(name, [sys.executable, "-m", module, *args], **kw)
 
     def run(self, name: str, cmd: list, timeout: float = 1800, cwd: Path | None = None,
-            env: dict | None = None) -> dict:
-        """Run ``cmd`` to its end (killed with its process group after ``timeout`` s); its measured record."""
+            env: dict | None = None, per_process: bool = False) -> dict:
+        """Run ``cmd`` to its end (killed with its process group after ``timeout`` s); its measured record.
+        ``per_process``: also the peak RSS of each of its processes (``processes``, :mod:`benchmarks.proc_peaks`)."""
         self.count += 1
         cmd = [str(c) for c in cmd]
         if not os.path.isabs(cmd[0]):
@@ -149,6 +150,11 @@ class ProcessRunner:
                                     cwd=str(cwd or self.work), env={**self.env, **(env or {})}, stdout=out,
                                     stderr=err, start_new_session=True)
             killed = []
+            peaks = None
+            if per_process:
+                from .proc_peaks import TreePeaks
+
+                peaks = TreePeaks(proc.pid).start()
 
             def kill():
                 killed.append(True)
@@ -167,6 +173,8 @@ class ProcessRunner:
                 raise
             finally:
                 timer.cancel()
+                if peaks is not None:
+                    peaks.stop()
         outer_wall = time.perf_counter() - t0
         try:
             rc, wall, maxrss_kib, cpu, orphans = (float(v) for v in usage_path.read_text().split())
@@ -185,6 +193,7 @@ class ProcessRunner:
             "stdout": out_path.read_text(errors="replace"),
             "stderr_tail": err_path.read_text(errors="replace")[-1500:],
             "log": str(err_path),
+            **({"processes": peaks.processes()} if peaks is not None else {}),
         }
 
 

@@ -47,10 +47,15 @@ class Plan:
     # rather than reading the CLI's default (min(4, cores), the harness's default when this was written)
     num_workers: int = field(default_factory=lambda: min(4, usable_cores()))
     budget_s: float | None = None  # seconds a budgeted benchmark (gpu) may take; None: its own default
+    # the scale benchmark: classes and images per class of each size, and where its data set is kept
+    scale_classes: int = 1000
+    scale_per_class: list[int] = field(default_factory=lambda: [5, 20, 50])
+    scale_data: str | None = None
 
     @classmethod
     def make(cls, *, tiny: bool = False, repeats: int | None = None, images: int | None = None,
-             batch_size: int | None = None, compile: bool | None = None, budget_s: float | None = None) -> "Plan":
+             batch_size: int | None = None, compile: bool | None = None, budget_s: float | None = None,
+             scale_per_class: list[int] | None = None, scale_data: str | None = None) -> "Plan":
         """The full plan (or the ``tiny`` one, every benchmark in about a minute); None keeps a default."""
         if tiny:
             plan = cls(tiny=True, repeats=1, images=8, batch_size=4, reference_subset=None, refusal_subset=4,
@@ -69,6 +74,11 @@ class Plan:
         if compile is not None:
             plan.compile = compile
         plan.budget_s = budget_s
+        if tiny:
+            plan.scale_classes, plan.scale_per_class = 10, [2, 4]
+        if scale_per_class:
+            plan.scale_per_class = sorted(scale_per_class)
+        plan.scale_data = scale_data
         plan.refusal_subset = min(plan.refusal_subset, max(1, plan.images // 2))
         if plan.reference_subset is not None and plan.reference_subset >= plan.images:
             plan.reference_subset = None

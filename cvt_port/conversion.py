@@ -236,7 +236,8 @@ def convert(
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvt_port") as pool:
             sha = pool.submit(sha256_of, checkpoint)
-            weights = pool.submit(write_weights, mapped, tmp)
+            # written, then hashed (conversion.json's ``weights``: what evaluate's --reference-sample checks)
+            weights = pool.submit(lambda: sha256_of(write_weights(mapped, tmp)))
             log("[3/5] importing transformers (meanwhile: hashing the source and writing model.safetensors)")
             hf_side = importlib.import_module(".hf", __package__)
             hf = converted_model(mapped, chosen)
@@ -251,7 +252,7 @@ def convert(
                     f"(> {PARITY_TOLERANCE:g}) on the probe batch; nothing was saved"
                 )
             log("[4/5] waiting for model.safetensors and the source sha256")
-            weights.result()
+            written = weights.result()
             digest = sha.result()
         facts = {
             "cvt_port_version": _package_version(),
@@ -264,6 +265,7 @@ def convert(
             "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.architecture).items()},
             "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(chosen.preprocessing).items()},
             "parity": parity,
+            "weights": {"file": "model.safetensors", "sha256": written},
             "versions": library_versions("torch", "transformers"),
         }
 

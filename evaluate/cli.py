@@ -28,7 +28,7 @@ PROGRAM = "python -m evaluate"
 # plan field -> the flag that sets it (how a PlanError is shown on the command line)
 FLAGS = {
     "models.model": "--model", "models.config": "--config", "models.reference": "--reference",
-    "models.stock": "--stock", "models.with_stock": "--with-stock",
+    "models.reference_sample": "--reference-sample", "models.stock": "--stock", "models.with_stock": "--with-stock",
     "models.trust_remote_code": "--trust-remote-code",
     "data.source": "--data", "data.labels_file": "--labels-file", "data.split": "--split",
     "data.image_column": "--image-column", "data.label_column": "--label-column",
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cvt_port wrote is served by cvt_port's own classes (its files' hashes are checked), not its copy")
     g.add_argument("--reference", metavar="PTH", help="original release .pth: evaluated through the reference "
                    "implementation on the very same batches, and compared image by image")
+    g.add_argument("--reference-sample", action="store_true", default=None, help="with --reference: run the "
+                   "original only on the seeded sample the paired checks need (459 images at the default gate), "
+                   "the converted model on every image; only when conversion.json's parity record and the weights' "
+                   "sha256 prove the converted weights are the original's (else exit 2)")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="PATH|HUB_ID", help="ImageFolder val/<wnid>/*.JPEG, a flat ILSVRC2012_val_* folder "
                    "with a labels file, a datasets folder/parquet, WebDataset .tar shards (a file, a folder, a glob or "

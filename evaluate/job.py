@@ -159,6 +159,20 @@ def pass_candidates(members: list[Member], plan: EvalPlan, mixed) -> tuple[list[
     return every, heads
 
 
+def reference_sample_of(plan: EvalPlan, src: Sources, weights: list[Future]):
+    """With ``models.reference_sample``: the original's sample (:mod:`evaluate.verdict.reference_sample`), once
+    the weights are proved to be its own (:mod:`evaluate.models.same_weights`; a PlanError otherwise); None
+    without it, or when the sample would be every image."""
+    if not plan.models.reference_sample:
+        return None
+    from .models.same_weights import prove_same_weights
+    from .verdict.reference_sample import choose
+
+    m = src.members[0]  # a reference needs a job of one model
+    proof = prove_same_weights(m.folder, m.spec.reference, weights[0].result().get("sha256"))
+    return choose(src.inputs.samples, m.variant, plan.data.seed, proof)
+
+
 def reference_of(members: list[Member]) -> str | None:
     """The pass name of the original the converted models are compared with (at most one: the plan allows a
     reference with one model only)."""
@@ -172,8 +186,10 @@ def member_results(results: dict, m: Member) -> dict:
     models = {row: dataclasses.replace(results["models"][name], name=row,
                                        preprocessing=mode_of[results["models"][name].preprocessing])
               for row, name in m.internal.items()}
-    rows = [(idx, label, {row: top[name] for row, name in m.internal.items()}) for idx, label, top in results["rows"]]
-    probs = {idx: {row: p[name] for row, name in m.internal.items()} for idx, p in results.get("top1_prob", {}).items()}
+    rows = [(idx, label, {row: top[name] for row, name in m.internal.items() if name in top})
+            for idx, label, top in results["rows"]]
+    probs = {idx: {row: p[name] for row, name in m.internal.items() if name in p}
+             for idx, p in results.get("top1_prob", {}).items()}
     return {**results, "models": models, "rows": rows, "top1_prob": probs}
 
 

@@ -116,6 +116,9 @@ class ModelSpec:
     config: str | None = None  # variant name or YAML path; None: the variant recorded in conversion.json
     extra_models: tuple[ModelEntry, ...] = ()  # the second, third, ... model of a several-models job
     reference: Path | None = None  # original release .pth, run on the same batches
+    # the original only on the paired checks' seeded sample, when the weights are provably its own
+    # (evaluate.verdict.reference_sample, evaluate.models.same_weights)
+    reference_sample: bool = False
     stock: bool = False  # the primary model through the stock class (exact GELU)
     with_stock: bool = False  # the stock class as an extra row
     # run code that comes with a model folder or Hub repository (auto_map); a folder cvt_port wrote is served by
@@ -262,6 +265,8 @@ class EvalPlan:
             raise PlanError("data.revision", "pins a streamed Hub dataset; add data.streaming", d.revision)
         if r.batch_size != "auto" and (not isinstance(r.batch_size, int) or r.batch_size <= 0):
             raise PlanError("run.batch_size", "must be a positive number of images or auto", r.batch_size)
+        if m.reference_sample and m.reference is None:
+            raise PlanError("models.reference_sample", "runs the original on a sample; give models.reference")
         if r.reference_chunk is not None and r.reference_chunk <= 0:
             raise PlanError("run.reference_chunk", "must be a positive number of images", r.reference_chunk)
         if r.num_nodes is not None and r.num_nodes <= 0:

@@ -17,7 +17,7 @@ from .verdict.baseline import check_same_content, check_same_images, check_same_
 from .verdict.baseline import compare, read_baseline
 from .verdict.gate import judge
 from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
-from .job import reference_of, sources
+from .job import reference_of, reference_sample_of, sources
 from .job_reports import ModelRun, job_result, job_texts, report_job
 from .suite_reports import report_suite, suite_result
 from .runtime.quiet import quiet_libraries
@@ -88,6 +88,7 @@ def evaluate_set(plan: EvalPlan, started, trainer, overrides, baseline, src: Sou
         check_same_label_space(baseline, src.label_space.record())
     weights = hash_weights(src.members)  # beside the loading and the pass
     load_models(src.members, plan)
+    sample = reference_sample_of(plan, src, weights)  # --reference-sample: proved, then chosen; before the pass
     transforms = pixels(src.members, plan)
     mixed = autocast_dtype(trainer.precision)
     candidates, heads = pass_candidates(src.members, plan, mixed)
@@ -97,6 +98,9 @@ def evaluate_set(plan: EvalPlan, started, trainer, overrides, baseline, src: Sou
                         reference=reference_of(src.members), skip_bad_images=plan.data.skip_bad_images,
                         label_space=src.label_space.keep,
                         pad_to=batch_size if r.compile else None, reference_chunk=chunk,
+                        reference_on=sample.positions if sample else None, reference_batch=batch_size,
+                        warm_shapes=dataset.shapes if r.compile else None,
+                        on_compiled=_compiled_message(trainer, plan.report.summary, batch_size),
                         hparams=_hparams(plan, src, trainer) if plan.report.loggers else None)
     with float32_mode(r.tf32):  # the policy for the pass only; the reference switches to IEEE in _forward
         run_validation(trainer, module, EvalDataModule(dataset, batch_size, r.num_workers))
@@ -106,7 +110,8 @@ def evaluate_set(plan: EvalPlan, started, trainer, overrides, baseline, src: Sou
         check_same_content(baseline, module.results["content"], [s.image_id for s in src.inputs.samples],
                            str(plan.data.source), src.inputs.source.layout)
     return [model_run(plan, trainer, src, m, module.results, transforms, member_heads(heads, m), overrides,
-                      run_provenance(plan.report.command, started, weighed.result()), baseline, output)
+                      run_provenance(plan.report.command, started, weighed.result()), baseline, output,
+                      sample.record if sample else None)
             for m, weighed in zip(src.members, weights)]
 
 
@@ -144,7 +149,7 @@ def open_pixels(plan: EvalPlan, src: Sources, transforms: dict):
 
 
 def model_run(plan: EvalPlan, trainer, src: Sources, m: Member, results: dict, transforms: dict, heads: list[str],
-              overrides, provenance: dict, baseline, output: Path | None) -> ModelRun:
+              overrides, provenance: dict, baseline, output: Path | None, sample: dict | None = None) -> ModelRun:
     """One model's share of the pass: its results, record (with the gate's verdict) and predictions, exactly what
     a run of it alone gives."""
     from .reports.report import build_record
@@ -166,9 +171,19 @@ def model_run(plan: EvalPlan, trainer, src: Sources, m: Member, results: dict, t
                           provenance=provenance, baseline=baseline, against=against)
     record["streaming"], record["data_revision"] = d.streaming, d.revision
     record["label_space"] = src.label_space.record()  # the classes every figure of the record is over
+    if sample is not None:  # the original ran on a sample: which images, why so many, and the proof
+        record["reference_sample"] = sample
     predictions = tuple(Prediction(image_ids[idx], label, {k: tuple(v) for k, v in top.items()})
                         for idx, label, top in view["rows"])
     return ModelRun(m, view, EvalResult(record, predictions, primary, reference, output))
+
+
+def _compiled_message(trainer, summary: bool, batch_size: int):
+    """What tells the compile's cost before the pass (rank 0, with the summary): one line on stderr."""
+    if not (summary and trainer.is_global_zero):
+        return None
+    return lambda s: print(f"torch.compile: {s:.1f} s before the pass (every model, batches of {batch_size}; "
+                           "paid once per process)", file=sys.stderr, flush=True)
 
 
 def _hparams(plan: EvalPlan, src: Sources, trainer) -> dict:

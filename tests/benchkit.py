@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import os
 import resource
 import runpy
 import sys
@@ -37,11 +38,11 @@ class InProcessRunner(ProcessRunner):
     ``peak_rss_mib`` is this process's high-water mark, ``cpu_s`` this process's and its children's CPU time
     while the command ran."""
 
-    def run(self, name: str, cmd: list, timeout: float = 1800, cwd=None, env=None) -> dict:
+    def run(self, name: str, cmd: list, timeout: float = 1800, cwd=None, env=None, per_process: bool = False) -> dict:
         cmd = [str(c) for c in cmd]
         devices = cmd[cmd.index("--devices") + 1] if "--devices" in cmd else "1"
         if cmd[:2] != [sys.executable, "-m"] or devices != "1" or env:
-            return super().run(name, cmd, timeout=timeout, cwd=cwd, env=env)
+            return super().run(name, cmd, timeout=timeout, cwd=cwd, env=env, per_process=per_process)
         self.count += 1
         log = self.logs / f"{self.count:03d}-{name}.err"
         out, err = io.StringIO(), io.StringIO()
@@ -65,4 +66,6 @@ class InProcessRunner(ProcessRunner):
         return {"name": name, "cmd": cmd, "rc": rc, "timed_out": False, "wall_s": round(wall, 3),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "cpu_s": round(usage() - cpu0, 2), "orphans_reaped": 0, "stdout": out.getvalue(),
-                "stderr_tail": err.getvalue()[-1500:], "log": str(log)}
+                "stderr_tail": err.getvalue()[-1500:], "log": str(log),
+                **({"processes": [{"role": "rank 0", "pid": os.getpid(), "peak_rss_mib": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}]} if per_process else {})}

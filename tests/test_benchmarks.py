@@ -268,12 +268,53 @@ def test_cache_stat_records_the_full_stat_beside_the_old_probes(tmp_path, photos
     assert s["ratio_full_to_probes"]["value"] == pytest.approx(s["median_full_stat_s"] / s["median_probe_stat_s"])
 
 
+def test_the_scale_benchmark_measures_every_pass_and_every_process_at_each_size(tmp_path, photos):
+    """Issue 26.1, the tiny version of ``python -m benchmarks scale``: an ImageNet-shaped set made in place (10
+    classes, 2 then 4 images a class, the second size growing the first), each pass at each size with the peak RSS
+    of each process (both ranks and their DataLoader workers on 2 processes), the cache's and the reports' sizes,
+    the slopes computed from those figures, and the time to the first image scored."""
+    from benchmarks.scale import slope
+    from benchmarks.synthetic.imagenet_scale import image_name
+
+    r = _run(["scale"], photos, tmp_path / "work")
+    s = r["sections"]["7_scale"]
+    data = Path(s["data"])
+    assert sorted(p.name for p in (data / "images" / "val").iterdir()) == imagenet_wnids()[:10]
+    assert (data / "set-2" / "val" / imagenet_wnids()[3] / image_name(1, 3)).samefile(
+        data / "images" / "val" / imagenet_wnids()[3] / image_name(1, 3))  # a size is links to the one set
+    assert s["set"]["images"] == 40 and s["set"]["bytes"] > 40 * 1000
+    assert [z["images"] for z in s["sizes"]] == s["summary"]["images"] == [20, 40]
+    for size in s["sizes"]:
+        n = size["images"]
+        for name in ("jpeg_1", "jpeg_2", "cache_1", "cache_2"):
+            run = size[name]
+            assert run["num_samples"] == n and run["report_bytes"] > run["report_json_bytes"] > 0, (name, run)
+            roles = {p["role"] for p in run["processes"]}
+            assert all(_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 50 for p in run["processes"])
+            assert {"rank 0"} <= roles and (name.endswith("_1") or {"rank 1", "worker of rank 0", "worker of rank 1"}
+                                            <= roles), (name, roles)
+        assert size["cache_build"]["rc"] == 0 and size["cache_bytes"] >= 64 * 64 * 3 * n  # uint8 pixels, 64x64
+        for kind in ("jpeg", "cache"):
+            marks = size[f"first_batch_{kind}"]["marks"]
+            assert marks["images"] == n and 0 <= marks["inputs_s"] < marks["first_batch_s"], marks
+        ref = size["reference"]
+        assert ref["reference_all"]["num_samples"] == ref["reference_sample"]["num_samples"] == n
+    sm = s["summary"]
+    for name in ("jpeg_1", "cache_1"):
+        walls = sm[name]["wall_s"]
+        assert sm[name]["wall_slope_s_per_image"] == pytest.approx((walls[1] - walls[0]) / 20)
+        for role, peaks in sm[name]["peak_rss_mib_by_role"].items():
+            assert sm[name]["rss_slope_kib_per_image"][role] == pytest.approx(1024 * slope([20, 40], peaks), abs=1e-3)
+    assert sm["cache_slope_bytes_per_image"] == pytest.approx((sm["cache_bytes"][1] - sm["cache_bytes"][0]) / 20)
+    assert [row["section"] for row in r["table"]] == ["7"] * 9
+
+
 def test_bad_arguments_exit_2_with_one_line(tmp_path):
     """(real processes: the package's and a benchmark module's own entry points)"""
     proc = _bench("nonsense")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown benchmark 'nonsense': choose from harness_overhead, cache_vs_jpeg, conversion, options, "
-        "scaling, multi_model, cache_stat, gpu, startup"]
+        "scaling, multi_model, cache_stat, scale, compile_cpu, gpu, startup"]
     proc = _bench("--photos", tmp_path / "absent")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--photos" in proc.stderr
     proc = _bench("--bogus", module="benchmarks.conversion")

@@ -141,3 +141,34 @@ def test_several_models_from_the_cache_do_not_walk_the_folder_either(tiny, data,
     assert [r.predictions for r in cached.runs] == [r.predictions for r in jpeg.runs]
     assert len(cached.runs) == 2 and len(cached.runs[0].predictions) == 24
     assert len(stats) == len(set(stats)) < 48  # each listed image once, no walk
+
+
+def count_listings(monkeypatch, data) -> list[str]:
+    """Every directory listing under ``data`` from here on (os.scandir, os.listdir, os.walk: what pathlib's
+    iterdir, glob and rglob use), by path."""
+    seen: list[str] = []
+    for name in ("scandir", "listdir", "walk"):
+        real = getattr(os, name)
+
+        def counted(path=".", *a, _real=real, **k):
+            if str(os.fspath(path)).startswith(str(data)):
+                seen.append(str(path))
+            return _real(path, *a, **k)
+        monkeypatch.setattr(os, name, counted)
+    return seen
+
+
+def test_a_cached_run_lists_no_folder_of_the_data_and_a_jpeg_run_lists_each_folder_a_bounded_number_of_times(
+        tiny, data, tmp_path, monkeypatch):
+    """Issue 26.4, at the level of the operating system: from the cache, not one directory of the data is listed
+    (no walk at all); from the JPEGs, each folder is listed a few times, whatever the number of images in it (the
+    walk grows with the folders and the files, never faster)."""
+    build(tiny, data, tmp_path / "cache", subset=24, seed=3)
+    listed = count_listings(monkeypatch, data)
+    cached = run(tiny, data, subset=24, seed=3, cache_dir=tmp_path / "cache")
+    assert len(cached.predictions) == 24 and listed == []
+    jpeg = run(tiny, data, subset=24, seed=3)
+    folders = {str(data), *(str(p) for p in data.iterdir())}
+    assert jpeg.predictions == cached.predictions
+    assert set(listed) <= folders and len(set(listed)) == len(folders) == 9  # the root and its 8 class folders
+    assert max(listed.count(f) for f in folders) <= 4

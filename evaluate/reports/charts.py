@@ -92,7 +92,7 @@ def probability_scatter(rows, top1_prob: dict, reference: str) -> str:
         same, flipped = ([], []), ([], [])
         for idx, _, top in rows:
             p = top1_prob.get(idx)
-            if p is None:
+            if p is None or reference not in top:  # the original ran on a sample (--reference-sample)
                 continue
             into = flipped if top[row][0] != top[reference][0] else same
             into[0].append(p[reference])

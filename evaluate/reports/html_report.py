@@ -110,7 +110,7 @@ def _models(record: dict) -> str:
 
 
 def _flipped_vs_original(rows, image_ids, primary, reference, class_names, probs, thumb) -> str:
-    flips = [(idx, label, top) for idx, label, top in rows if top[primary][0] != top[reference][0]]
+    flips = [(idx, label, top) for idx, label, top in rows if reference in top and top[primary][0] != top[reference][0]]
     if not flips:
         return f"<p>No image's top-1 differs between {e(primary)} and {e(reference)}.</p>"
 

@@ -27,14 +27,18 @@ from ..verdict.gate_settings import gate_settings
 from ..plan import PlanError
 from ..sources.real_labels import real_labels_for
 from ..result import RunFacts
+from ..verdict.reference_sample import gate_note
 from ..verdict.stats import mcnemar_exact, wilson_interval
 
 
 def compare(rows, image_ids, a: str, b: str) -> dict:
-    """Per-image comparison of model ``a`` (the converted one) with ``b`` (the original)."""
+    """Per-image comparison of model ``a`` (the converted one) with ``b`` (the original), on the images both ran on
+    (the original may have run on a sample: ``--reference-sample``)."""
     only_a = only_b = 0
     differs = []
     for idx, label, top in rows:
+        if b not in top:
+            continue
         pa, pb = top[a][0], top[b][0]
         only_a += pa == label and pb != label
         only_b += pb == label and pa != label
@@ -174,7 +178,8 @@ def report_texts(record: dict, results: dict, image_ids, primary: str, reference
     lines = [["image_id", "label", *[f"pred{i + 1}" for i in range(k)], *(["reference_top1"] if reference else []),
               *[f"{n}_top1" for n in others], baseline_.CONTENT_COLUMN]]
     for idx, label, top in results["rows"]:
-        lines.append([image_ids[idx], label, *top[primary], *([top[reference][0]] if reference else []),
+        lines.append([image_ids[idx], label, *top[primary], *([top[reference][0] if reference in top else ""]
+                                                               if reference else []),
                       *[top[n][0] for n in others], content.get(idx, "")])
     counts = [0] * len(class_names)
     for _, label, _ in results["rows"]:
@@ -307,7 +312,7 @@ def print_summary(record: dict, output: Path, stream=None) -> None:
         w(f"  [{c['status']:>8}] {c['name']}: {c['detail']}")
     for line in baseline_.summary_lines(record["baseline"]) if record.get("baseline") else []:
         w(line)
-    w(f"GATE: {record['gate'].upper()}   ({power_alpha([record])}; reports in {output})")
+    w(f"GATE: {record['gate'].upper()}{gate_note(record.get('reference_sample'))}   ({power_alpha([record])}; reports in {output})")
 
 
 def power_alpha(records: list[dict]) -> str:

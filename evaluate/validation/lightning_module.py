@@ -26,7 +26,9 @@ from ..runtime import peers
 from ..runtime.numerics import float32_mode
 from .faults import Fault, decide_faults, fault_exception
 from .memory import chunked, out_of_memory
+from .reference_queue import SampleQueue
 from .metrics import ClassCounts, ModelResult, class_ratios, metric_name, percent, ranked, sum_metric
+from .metrics import top1_probability
 
 
 def module_key(name: str) -> str:
@@ -61,11 +63,18 @@ class EvalModule(L.LightningModule):
         hparams: dict | None = None,
         reference_chunk: int | None = None,
         label_space: tuple[int, ...] | None = None,
+        reference_on: frozenset[int] | None = None,
+        reference_batch: int = 32,
+        warm_shapes: dict[str, tuple[int, ...]] | None = None,
+        on_compiled=None,
     ):
         super().__init__()
         if hparams:  # the run's settings, which Lightning hands to its loggers before the pass
             self.save_hyperparameters(hparams)
         self.pad_to = pad_to
+        # run.compile: every model compiled before the pass on zeros of these shapes (uint8 pixels per preprocessing),
+        # and on_compiled(seconds) told the cost (evaluate.run prints it)
+        self.warm_shapes, self.on_compiled, self.compile_s = warm_shapes, on_compiled, None
         self.reference_chunk = reference_chunk  # the reference runs this many images at a time (evaluate.validation.memory)
         self.candidates = candidates
         self.models = nn.ModuleDict({module_key(c.name): c.module for c in candidates})
@@ -89,6 +98,13 @@ class EvalModule(L.LightningModule):
         others = [c for c in candidates if c.name != reference] if reference else []
         self.agree = nn.ModuleDict({module_key(c.name): sum_metric() for c in others})
         self.maxdiff = nn.ModuleDict({module_key(c.name): MaxMetric(nan_strategy="disable") for c in others})
+        # the original on a sample only (evaluate.verdict.reference_sample): the images (positions) it runs on, their
+        # count and classes, and each other model's top-1 hits there (the paired checks compare on the same images)
+        self.sample = (SampleQueue(self, module_key(reference), reference_on, pad_to or reference_batch)
+                       if reference and reference_on is not None else None)
+        if self.sample is not None:
+            self.sample_count, self.sample_images = sum_metric(), ClassCounts(num_classes)
+            self.sample_hits1 = nn.ModuleDict({module_key(c.name): sum_metric() for c in others})
         self.stop_reading = threading.Event()
         self._rows: list[tuple] = []
         self._bad_messages: list[str] = []
@@ -125,7 +141,23 @@ class EvalModule(L.LightningModule):
         self._t0 = time.perf_counter()
         self._t_first, self._n_first = None, 0  # end of this rank's first batch (warm-up, compilation)
 
-    def _forward(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
+    def on_validation_start(self) -> None:
+        """With ``run.compile``: each model's graph made now, before the first image, on a batch of zeros of the
+        pass's shape (under the pass's own grad mode and precision context, so the first batch finds it), so that
+        its cost is known and shown before the pass and the pass's rate is the compiled one."""
+        if not (self.pad_to and self.warm_shapes):
+            return
+        t0 = time.perf_counter()
+        with self.trainer.precision_plugin.val_step_context():
+            for c in self.candidates:
+                x = torch.zeros((self.pad_to, *self.warm_shapes[c.preprocessing]), dtype=torch.uint8,
+                                device=self.device)
+                self.forward_candidate(c, self.normalizations[c.preprocessing](x))
+        self.compile_s = time.perf_counter() - t0
+        if self.on_compiled is not None:
+            self.on_compiled(self.compile_s)
+
+    def forward_candidate(self, c: Candidate, x: torch.Tensor) -> torch.Tensor:
         """The reference is the ground truth: it always runs in IEEE float32 (no TF32), outside any
         autocast, so precision bf16-mixed and tf32 are judged against the original as released.
 
@@ -134,7 +166,7 @@ class EvalModule(L.LightningModule):
         compiled graph serves the whole pass instead of a recompilation for the new shape. In eval
         mode every image's logits depend on that image alone (BatchNorm uses running statistics)."""
         n = x.shape[0]
-        if self.pad_to and n < self.pad_to and c.kind != "reference":  # the reference is not compiled
+        if self.pad_to and n < self.pad_to:  # every model, the original included, is compiled alike
             x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
         model = self.models[module_key(c.name)]
         if c.kind == "reference":  # IEEE float32 also under --tf32 (evaluate.runtime.numerics)
@@ -172,36 +204,56 @@ class EvalModule(L.LightningModule):
         ones = torch.ones(n, device=target.device)
         self.count.update(ones)
         self.class_images.update(target, ones)
+        sampled = self.sample is not None  # the original on its sample only: queued, run in full batches
         logits, top = {}, {}
         for c in self.candidates:
             key = module_key(c.name)
+            if sampled and c.name == self.reference:
+                continue
             x = self.normalizations[c.preprocessing](pixels[c.preprocessing])
-            logits[c.name] = out = self._forward(c, x)
+            logits[c.name] = out = self.forward_candidate(c, x)
             top[c.name] = pred = ranked(out, self.topk, self.keep)
             right = (pred[:, 0] == target).float()
             self.hits1[key].update(right)
             self.hits5[key].update((pred == target[:, None]).any(dim=1).float())
             self.class_hits[key].update(target, right)
-        if self.reference:
-            ref = self.reference
-            for c in self.candidates:
-                if c.name != ref:
-                    key = module_key(c.name)
-                    self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).float())
-                    # over every output of the models, masked or not: a parity figure of the conversion
-                    self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
+        if self.reference in top:
+            self.paired(logits, top, target)
         names = list(top)
         # each row's top-k and the softmax probability of its top-1 (report.html's scatter) in the one copy to the
         # host per step: class indices are exact in float32 (below 2**24)
         host = torch.stack([torch.cat([top[name].float(), top1_probability(logits[name], top[name])], dim=1)
                             for name in names]).cpu().tolist()
+        slots = []
         for i, (idx, label) in enumerate(zip(index.tolist(), labels.tolist())):
-            self._rows.append((idx, label, {name: [int(c) for c in host[m][i][:-1]] for m, name in enumerate(names)}))
-            self._top1_prob.append((idx, {name: host[m][i][-1] for m, name in enumerate(names)}))
+            slots.append(({name: [int(c) for c in host[m][i][:-1]] for m, name in enumerate(names)},
+                          {name: host[m][i][-1] for m, name in enumerate(names)}))
+            self._rows.append((idx, label, slots[-1][0]))
+            self._top1_prob.append((idx, slots[-1][1]))
+        if sampled:
+            self.sample.add(index, target, pixels, logits, top, slots)
         if self._t_first is None:
             self._t_first, self._n_first = time.perf_counter(), n
 
+    def paired(self, logits: dict, top: dict, target: torch.Tensor) -> None:
+        """Agreement and max |logit diff| of each model with the original (``reference``'s rows: the same images)."""
+        ref = self.reference
+        for c in self.candidates:
+            if c.name != ref:
+                key = module_key(c.name)
+                self.agree[key].update((top[c.name][:, 0] == top[ref][:, 0]).float())
+                # over every output of the models, masked or not: a parity figure of the conversion
+                self.maxdiff[key].update((logits[c.name] - logits[ref]).abs().max())
+                if self.sample is not None:  # the converted model's top-1 on the same images, for reference_top1
+                    self.sample_hits1[key].update((top[c.name][:, 0] == target).float())
+
     def on_validation_epoch_end(self) -> None:
+        if self.sample is not None and not self._faults:  # the original's last, short batch of its sample
+            try:
+                self.sample.drain(everything=True)
+            except Exception as exc:  # decided with the other ranks, as a step's
+                self.record(Fault.from_exception(out_of_memory(exc, self.sample.pending, self.device)))
+                self._error = exc
         now = time.perf_counter()
         elapsed = now - self._t0
         self.decide()  # every rank gets here (no rank raised in a step): faults first, then the figures
@@ -255,20 +307,25 @@ class EvalModule(L.LightningModule):
         if count == 0:
             return results, 0
         images = self.class_images.compute()
+        sampled = self.sample is not None
+        paired = int(round(float(self.sample_count.compute()))) if sampled else count  # images the original ran on
         for c in self.candidates:
             key = module_key(c.name)
+            n, seen = (paired, self.sample_images.compute()) if sampled and c.name == self.reference else (count, images)
             r = ModelResult(
                 name=c.name,
                 kind=c.kind,
                 preprocessing=c.preprocessing,
-                count=count,
-                top1=percent(self.hits1[key].compute(), count),
-                top5=percent(self.hits5[key].compute(), count),
-                per_class=[100 * float(v) for v in class_ratios(self.class_hits[key].compute(), images)],
+                count=n,
+                top1=percent(self.hits1[key].compute(), n) if n else 0.0,
+                top5=percent(self.hits5[key].compute(), n) if n else 0.0,
+                per_class=[100 * float(v) for v in class_ratios(self.class_hits[key].compute(), seen)],
             )
-            if key in self.agree:
-                r.agreement = percent(self.agree[key].compute(), count) / 100  # exact: the gate tests >= 99.9%
+            if key in self.agree and paired:
+                r.agreement = percent(self.agree[key].compute(), paired) / 100  # exact: the gate tests >= 99.9%
                 r.max_abs_logit_diff = float(self.maxdiff[key].compute())
+                if sampled:
+                    r.extra["sample_top1"] = percent(self.sample_hits1[key].compute(), paired)
             results[c.name] = r
         return results, count
 
@@ -282,11 +339,6 @@ class EvalModule(L.LightningModule):
         except RuntimeError as exc:  # gloo/NCCL: a peer died or did not answer within the group's timeout
             raise peers.collective_failed(exc) from None
         return [x for part in out for x in part]
-
-
-def top1_probability(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-    """Each image's softmax probability of its top-1 class (of :func:`ranked`'s top-1, ties included), as a column."""
-    return torch.softmax(logits.float(), dim=-1).gather(1, top[:, :1])
 
 
 def _distributed() -> bool:

@@ -83,3 +83,8 @@ def percent(hits: torch.Tensor, count: int) -> float:
     """An exact ratio of integer counts, as a percentage (the counts are float32 sums of whole
     numbers, exact up to 2**24 images)."""
     return 100 * round(float(hits)) / count
+
+
+def top1_probability(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Each image's softmax probability of its top-1 class (of :func:`ranked`'s top-1, ties included), as a column."""
+    return torch.softmax(logits.float(), dim=-1).gather(1, top[:, :1])

@@ -41,7 +41,7 @@ points) and of the paired checks.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 from cvt_port.variants import Variant
@@ -222,10 +222,23 @@ def judge(results: dict, primary: str, reference: str | None, variant: Variant |
     models = results["models"]
     p = models[primary]
     ref = models.get(reference) if reference else None
-    checks = gate_checks(p, ref, variant, p.count, full)
+    if ref is not None and ref.count < p.count:  # the original ran on a sample (evaluate.verdict.reference_sample)
+        checks = sampled_checks(p, ref, variant, full)
+    else:
+        checks = gate_checks(p, ref, variant, p.count, full)
     if against is not None:
         checks.append(baseline_check(against, variant))
     return checks
+
+
+def sampled_checks(primary, reference, variant: Variant | None, full: bool) -> list[Check]:
+    """The paired checks on the images the original ran on (its seeded sample: ``primary.extra["sample_top1"]`` is
+    the converted model's top-1 there), the recorded-top-1 check on every image; each detail says which."""
+    n, of = reference.count, primary.count
+    on_sample = replace(primary, top1=primary.extra["sample_top1"])
+    paired = [replace(c, detail=f"on the original's seeded sample of {n} of {of} images: {c.detail}")
+              for c in paired_checks(on_sample, reference, variant, n, False)]
+    return [*paired, recorded_check(primary, variant, of, full)]
 
 
 def verdict(checks: list[Check]) -> CheckStatus:
