@@ -47,3 +47,18 @@ def tiny(tmp_path_factory):
     from evalkit import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def nothing_loaded(monkeypatch):
+    """Any model loaded or candidate built fails the test: a bad input (a gate setting, a suite file) is found
+    before. A test file may extend it (test_suite_sets: no model folder read, no Trainer made either)."""
+    import evaluate.job
+    import evaluate.run
+
+    monkeypatch.setattr(evaluate.run, "load_models", loaded_too_soon)
+    monkeypatch.setattr(evaluate.job, "build_candidates", loaded_too_soon)
+
+
+def loaded_too_soon(*args, **kwargs):
+    raise AssertionError("a model was loaded (or its folder read) before the input was checked")

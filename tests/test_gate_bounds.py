@@ -30,19 +30,6 @@ OUT_OF_BOUNDS = [("detectable_drop", 100), ("detectable_drop", 5.5), ("power", 0
 LOOSEST = {"detectable_drop": 5, "power": 0.9, "alpha": 0.05, "top1_tolerance": 1, "min_agreement": 0.99}
 
 
-@pytest.fixture
-def nothing_loaded(monkeypatch):
-    """Any model loaded fails the test: a bad setting is found before."""
-    import evaluate.job
-    import evaluate.run
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("a model was loaded before the gate's settings were checked")
-
-    monkeypatch.setattr(evaluate.run, "load_models", loaded)
-    monkeypatch.setattr(evaluate.job, "build_candidates", loaded)
-
-
 def variant_file(path: Path, **gate) -> Path:
     doc = yaml.safe_load(get_variant(VARIANT).path.read_text())
     doc["gate"] = {**doc.get("gate", {}), **gate}

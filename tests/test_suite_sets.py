@@ -115,18 +115,15 @@ BAD = {
 
 
 @pytest.fixture
-def nothing_loaded(monkeypatch):
-    """Any model folder read, model loaded or Trainer made fails the test: a bad suite is found before."""
+def nothing_loaded(nothing_loaded, monkeypatch):
+    """conftest's, and no model folder read, no Trainer made either: a bad suite is found before any model is
+    looked at."""
     import evaluate.job
-    import evaluate.run
     import evaluate.validation.trainer
+    from conftest import loaded_too_soon
 
-    def loaded(*args, **kwargs):
-        raise AssertionError("a model was loaded (or its folder read) before the suite file was checked")
-
-    monkeypatch.setattr(evaluate.run, "load_models", loaded)
-    monkeypatch.setattr(evaluate.job, "inspect_folder", loaded)
-    monkeypatch.setattr(evaluate.validation.trainer, "make_trainer", loaded)
+    monkeypatch.setattr(evaluate.job, "inspect_folder", loaded_too_soon)
+    monkeypatch.setattr(evaluate.validation.trainer, "make_trainer", loaded_too_soon)
 
 
 @pytest.mark.parametrize("case", list(BAD))
