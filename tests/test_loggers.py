@@ -182,3 +182,17 @@ def cvt_port_convert(folder):
     import cvt_port
 
     return cvt_port.convert(CHECKPOINT, folder, variant=VARIANT, log=lambda m: None)
+
+
+def test_a_process_alone_logs_whatever_rank_lightning_read_when_imported(digits, tmp_path, monkeypatch):  # noqa: F811
+    """Lightning reads its logging rank (``rank_zero_only.rank``) from the environment once, when first imported,
+    and that import now comes after the launch is checked: in a long-lived process it may have read another
+    launch's ``SLURM_PROCID=1`` (CI's order of test files did). A run alone still logs: the Trainer's rank decides."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    evaluate_model(model=digits, data=DATA, config=VARIANT, accelerator="cpu", num_workers=0, batch_size=64,
+                   subset=30, logger="csv", log_dir=tmp_path / "logs")
+    with open(tmp_path / "logs" / "csv" / "version_0" / "metrics.csv", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert float(row["images"]) == 30

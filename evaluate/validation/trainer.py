@@ -68,7 +68,19 @@ def make_trainer(spec: RunSpec, report: ReportSpec | None = None) -> L.Trainer:
         raise PlanError(DEVICE_FIELDS, first_line(exc)) from None
     refuse_unsupported(trainer, spec)
     _sigterm_without_collective(trainer)
+    _rank_zero_is_this_trainers(trainer)
     return trainer
+
+
+def _rank_zero_is_this_trainers(trainer: L.Trainer) -> None:
+    """Lightning's loggers write through ``rank_zero_only``, whose rank is read from the environment (``RANK``,
+    ``SLURM_PROCID``...) once, when Lightning is first imported. Imported later now (a launch is checked before any
+    heavy import), it can have read another launch's variables in a long-lived process (the Python API after a
+    refused ``srun`` task): a process alone would then log nothing. The Trainer's own rank decides, as it decides
+    who writes the reports."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    rank_zero_only.rank = trainer.global_rank
 
 
 def _sigterm_without_collective(trainer: L.Trainer) -> None:
