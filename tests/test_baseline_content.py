@@ -77,7 +77,7 @@ def test_every_source_records_the_sha256_of_the_bytes_read_and_a_cached_run_the_
     # parquet, read whole and streamed: the same bytes, the same hashes (ids are the stored file names there)
     pq = write_parquet(tmp_path / "pq" / "validation-00000-of-00001.parquet", discover(folder, label2id=LABELS).samples, True)
     by_name = {Path(i).name: v for i, v in plain.items()}
-    for streaming in (False, True):
+    for streaming in [False, True]:  # both readings (a loop, not an assertion)
         out = tmp_path / f"pq-{streaming}"
         evaluate_model(model=digits, data=pq.parent, output=out, streaming=streaming, **CPU)
         assert content_column(out) == by_name

@@ -218,7 +218,7 @@ def _shard(path: Path, members) -> Path:
 def _both_ways(source):
     """The samples as the loaded and the streamed reading give them (each a list, or the BadInput it raised)."""
     out = []
-    for streaming in (False, True):
+    for streaming in [False, True]:  # both readings (a loop, not an assertion)
         try:
             out.append([(s.image_id, s.label) for s in prepare_data(DataSpec(source=str(source), streaming=streaming),
                                                                      None, 1000).samples])
