@@ -67,8 +67,8 @@ from cvt_port.atomic import locked, staged_dir
 from cvt_port.errors import BadInput
 
 from .cache_files import (  # noqa: F401  (MANIFEST, REBUILD_HINT, crc32_rows: re-exported)
-    MANIFEST, REBUILD_HINT, changed_content, damaged_files, read_manifest, crc32_rows, decode_range, finish,
-    refuse_existing, stored_key)
+    MANIFEST, REBUILD_HINT, RowReader, changed_content, damaged_files, read_manifest, crc32_rows, decode_range,
+    finish, refuse_existing, stored_key)
 from .cache_key import (  # noqa: F401  (cache_key, CACHE_FORMAT: re-exported)
     CACHE_FORMAT, cache_key, describe_transform, difference, key_parts, sha256_json, source_stamps)
 from .cache_verify import CacheReport, verify_cache  # noqa: F401  (re-exported)
@@ -178,10 +178,10 @@ class CachedBatch(list):
 class CachedDataset(torch.utils.data.Dataset):
     """Items as :class:`~evaluate.pixels.dataset.EvalDataset` gives them, read from a cache folder.
 
-    The pixel files are memory-mapped lazily, once per process (the memmaps are not pickled,
-    so DataLoader workers open their own). ``__getitems__`` (used by DataLoader for a whole
-    batch) reads a batch with one slice per mode when the indices are consecutive, one fancy
-    index otherwise; use :meth:`collate` (the data module picks it up) to skip re-stacking.
+    The pixel files are read with ``pread`` (:class:`~evaluate.pixels.cache_files.RowReader`: no memory map, whose
+    pages would stay in each reader's resident set), each process with its own descriptor.
+    ``__getitems__`` (used by DataLoader for a whole batch) reads a batch with one read per mode
+    and run of consecutive indices; use :meth:`collate` (the data module picks it up) to skip re-stacking.
     Every image read is checked against its CRC-32: a mismatch makes it a bad image (``ok``
     False, zero pixels, a message naming it), which fails the run unless bad images are skipped.
     """
@@ -217,14 +217,13 @@ class CachedDataset(torch.utils.data.Dataset):
     def _open(self) -> dict[str, np.ndarray]:
         arrays = getattr(self, "_arrays", None)
         if arrays is None:
-            arrays = {mode: np.load(self.cache_dir / info["file"], mmap_mode="r")
-                      for mode, info in self.manifest["modes"].items()}
+            arrays = {mode: RowReader(self.cache_dir / info["file"]) for mode, info in self.manifest["modes"].items()}
             self._arrays = arrays
         return arrays
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_arrays"] = None  # memmaps are reopened in each process
+        state["_arrays"] = None  # the pixel files are reopened in each process
         return state
 
     def __len__(self) -> int:
@@ -237,7 +236,7 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> CachedBatch:
         idx = np.asarray(indices, dtype=np.int64)
-        rows = {mode: _take(arr, idx) for mode, arr in self._open().items()}
+        rows = {mode: reader.take(idx) for mode, reader in self._open().items()}
         ok = self.ok[idx].copy()
         errors = {int(i): self.errors[int(i)] for i, good in zip(idx, ok) if not good}
         if self.verify:
@@ -280,12 +279,3 @@ class CachedDataset(torch.utils.data.Dataset):
     def collate(batch: list[dict]) -> dict:
         """The stacked batch ``__getitems__`` already made; stacks other lists as ``evaluate.pixels.dataset.collate``."""
         return batch.collated if isinstance(batch, CachedBatch) else collate(batch)
-
-
-def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of a memmap as an owned, writable array: one slice when consecutive."""
-    if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and (len(idx) == 1 or bool((np.diff(idx) == 1).all())):
-        return np.array(arr[idx[0]: idx[-1] + 1])
-    return np.asarray(arr[idx])
-
-
