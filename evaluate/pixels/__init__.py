@@ -1,3 +1,3 @@
 """Images to tensors: the release's and the image processor's preprocessing, the dataset that decodes on the
-fly, and the memory-mapped cache that decodes once (built by one process or by every task of a launch).
+fly, and the pixel cache that decodes once (built by one process or by every task of a launch).
 """

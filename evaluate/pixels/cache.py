@@ -5,15 +5,16 @@ run on the same images with the same preprocessing (another checkpoint, another 
 another device count) need not redo that work: :func:`build_cache` runs the ordinary
 :class:`~evaluate.pixels.dataset.EvalDataset` once and stores its uint8 output; :func:`open_cache`
 returns a :class:`CachedDataset` whose items are bit-identical to the ones the JPEG path would
-give, read from memory-mapped files (a batch is one slice of a file, no decoding at all).
+give, read from plain uint8 ``.npy`` files (a batch is one read of a file per run of consecutive images, no
+decoding at all).
 
 Layout of a cache folder (format version :data:`CACHE_FORMAT`)::
 
     manifest.json         format, key, the parts of the key, N, per-mode shape and description,
                           library versions (informational), the files below
-    pixels-<mode>.npy     uint8 (N, 3, H, W) per preprocessing mode: one memory-mappable file per
-                          mode, not split into shards (memory mapping already reads only the
-                          batches asked for, and one file keeps a batch one contiguous slice)
+    pixels-<mode>.npy     uint8 (N, 3, H, W) per preprocessing mode: one file per mode, not split
+                          into shards (a read at an offset already reads only the batches asked
+                          for, and one file keeps a batch one contiguous slice)
     labels.npy            int64 (N,)
     ok.npy                bool (N,): False for an image that could not be decoded (zero pixels)
     errors.json           {index: message} for the images that are not ok
