@@ -48,7 +48,7 @@ def build_parser(prog: str, partial: bool) -> argparse.ArgumentParser:
                           help="skip the --compile measurement")
     compile_.add_argument("--compile", dest="compile", action="store_true", help="measure --compile even with --tiny")
     p.add_argument("--scale-per-class", type=per_class_list, metavar="N,N,...", help="scale: the sizes, in images "
-                   "per class of the 1,000 (default 5,20,50: 5,000, 20,000 and 50,000 images; --tiny: 2,4 of 10 classes)")
+                   "per class of the 1,000 (default 5,20,50: 5,000, 20,000 and 50,000 images; --tiny: 4 of 10 classes)")
     p.add_argument("--scale-data", type=Path, help="scale: where its data set is made once and kept (default: "
                    "cvt-bench-scale beside the work folder, in --workdir)")
     p.add_argument("--verbose", action="store_true", help="show every command")

@@ -4,7 +4,7 @@ JPEGs, and the slope of each cost against the number of images (issue 26).
 The set (:mod:`benchmarks.synthetic.imagenet_scale`: 1,000 WordNet-id folders, the real set's typical sizes,
 about 130 KiB a file) is made once and kept beside the run's work folder (``<workdir>/cvt-bench-scale/``, reused by
 later runs; each size a folder of hard links). The model is the small CvT of ``configs/testing/tiny-imagenet.yaml``
-at 224 (random weights; ``--tiny``: at 64, 10 classes, 2 and 4 images a class). For each size, each a real
+at 224 (random weights; ``--tiny``: at 64, 10 classes, 4 images a class). For each size, each a real
 ``python -m evaluate`` process under the measuring middleman: the JPEG pass on 1 and 2 processes, ``cache build``,
 the cached pass on 1 and 2 processes, the cached pass with the original (``--reference``) on every image and on
 the paired checks' sample only (``--reference-sample``: the saving), and the time from the command to the first

@@ -270,45 +270,83 @@ def test_cache_stat_records_the_full_stat_beside_the_old_probes(tmp_path, photos
 
 def test_the_scale_benchmark_measures_every_pass_and_every_process_at_each_size(tmp_path, photos):
     """Issue 26.1, the tiny version of ``python -m benchmarks scale``: an ImageNet-shaped set made in place (10
-    classes, 2 then 4 images a class, the second size growing the first), each pass at each size with the peak RSS
-    of each process (both ranks and their DataLoader workers on 2 processes), the cache's and the reports' sizes,
-    the slopes computed from those figures, and the time to the first image scored."""
-    from benchmarks.scale import slope
+    classes, 4 images a class), every pass with the peak RSS of each process (both ranks and their DataLoader
+    workers on 2 processes), the cache's and the reports' sizes, and the time to the first image scored. One size
+    (each size is a dozen real runs); the slopes are computed here from that size and a second one made up from it
+    with known growth, against the least-squares slope worked out by hand."""
+    import copy
+
+    from benchmarks.scale import summary
     from benchmarks.synthetic.imagenet_scale import image_name
 
     r = _run(["scale"], photos, tmp_path / "work")
     s = r["sections"]["7_scale"]
     data = Path(s["data"])
     assert sorted(p.name for p in (data / "images" / "val").iterdir()) == imagenet_wnids()[:10]
-    assert (data / "set-2" / "val" / imagenet_wnids()[3] / image_name(1, 3)).samefile(
-        data / "images" / "val" / imagenet_wnids()[3] / image_name(1, 3))  # a size is links to the one set
+    assert (data / "set-4" / "val" / imagenet_wnids()[3] / image_name(3, 3)).samefile(
+        data / "images" / "val" / imagenet_wnids()[3] / image_name(3, 3))  # a size is links to the one set
     assert s["set"]["images"] == 40 and s["set"]["bytes"] > 40 * 1000
-    assert [z["images"] for z in s["sizes"]] == s["summary"]["images"] == [20, 40]
-    for size in s["sizes"]:
-        n = size["images"]
-        for name in ("jpeg_1", "jpeg_2", "cache_1", "cache_2"):
-            run = size[name]
-            assert run["num_samples"] == n and run["report_bytes"] > run["report_json_bytes"] > 0, (name, run)
-            roles = {p["role"] for p in run["processes"]}
-            # every process measured; a rank (torch imported) is past 50 MiB, a worker may be sampled as it forks
-            assert all(_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 0 for p in run["processes"]), run["processes"]
-            assert all(p["peak_rss_mib"] > 50 for p in run["processes"] if p["role"].startswith("rank")), run["processes"]
-            assert {"rank 0"} <= roles and (name.endswith("_1") or {"rank 1", "worker of rank 0", "worker of rank 1"}
-                                            <= roles), (name, roles)
-        assert size["cache_build"]["rc"] == 0 and size["cache_bytes"] >= 64 * 64 * 3 * n  # uint8 pixels, 64x64
-        for kind in ("jpeg", "cache"):
-            marks = size[f"first_batch_{kind}"]["marks"]
-            assert marks["images"] == n and 0 <= marks["inputs_s"] < marks["first_batch_s"], marks
-        ref = size["reference"]
-        assert ref["reference_all"]["num_samples"] == ref["reference_sample"]["num_samples"] == n
-    sm = s["summary"]
-    for name in ("jpeg_1", "cache_1"):
-        walls = sm[name]["wall_s"]
-        assert sm[name]["wall_slope_s_per_image"] == pytest.approx((walls[1] - walls[0]) / 20)
-        for role, peaks in sm[name]["peak_rss_mib_by_role"].items():
-            assert sm[name]["rss_slope_kib_per_image"][role] == pytest.approx(1024 * slope([20, 40], peaks), abs=1e-3)
-    assert sm["cache_slope_bytes_per_image"] == pytest.approx((sm["cache_bytes"][1] - sm["cache_bytes"][0]) / 20)
+    assert [z["images"] for z in s["sizes"]] == s["summary"]["images"] == [40]
+    size = s["sizes"][0]
+    n = size["images"]
+    for name in ("jpeg_1", "jpeg_2", "cache_1", "cache_2"):
+        run = size[name]
+        assert run["num_samples"] == n and run["report_bytes"] > run["report_json_bytes"] > 0, (name, run)
+        roles = {p["role"] for p in run["processes"]}
+        # every process measured; a rank (torch imported) is past 50 MiB, a worker may be sampled as it forks
+        assert all(_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 0 for p in run["processes"]), run["processes"]
+        assert all(p["peak_rss_mib"] > 50 for p in run["processes"] if p["role"].startswith("rank")), run["processes"]
+        assert {"rank 0"} <= roles and (name.endswith("_1") or {"rank 1", "worker of rank 0", "worker of rank 1"}
+                                        <= roles), (name, roles)
+    assert size["cache_build"]["rc"] == 0 and size["cache_bytes"] >= 64 * 64 * 3 * n  # uint8 pixels, 64x64
+    for kind in ("jpeg", "cache"):
+        marks = size[f"first_batch_{kind}"]["marks"]
+        assert marks["images"] == n and 0 <= marks["inputs_s"] < marks["first_batch_s"], marks
+    ref = size["reference"]
+    assert ref["reference_all"]["num_samples"] == ref["reference_sample"]["num_samples"] == n
+    assert s["summary"]["jpeg_1"]["wall_slope_s_per_image"] is None  # one size: no slope claimed
     assert [row["section"] for row in r["table"]] == ["7"] * 9
+
+    # Two more sizes made up from the measured one: 3n and 5n images, each pass 0.5 s and each process 2 MiB more
+    # per n images, and cache 150 bytes an image more: the slopes are 0.5/n s, 2*1024/n KiB and 150 B an image.
+    def grown(k):
+        g = copy.deepcopy(size)
+        g["images"] = k * n
+        for name in ("jpeg_1", "jpeg_2", "cache_build", "cache_1", "cache_2"):
+            g[name]["wall_s"] += 0.5 * (k - 1)
+            for p in g[name]["processes"]:
+                p["peak_rss_mib"] += 2 * (k - 1)
+        g["cache_bytes"] += 150 * n * (k - 1)
+        return g
+
+    sm = summary([size, grown(3), grown(5)])
+    assert sm["images"] == [n, 3 * n, 5 * n]
+    for name in ("jpeg_1", "jpeg_2", "cache_build", "cache_1", "cache_2"):
+        assert sm[name]["wall_slope_s_per_image"] == pytest.approx(0.5 / n)
+        assert sm[name]["seconds_per_image"][1] == pytest.approx((size[name]["wall_s"] + 1.0) / (3 * n))
+        assert set(sm[name]["rss_slope_kib_per_image"]) == {p["role"] for p in size[name]["processes"]}
+        assert all(v == pytest.approx(2 * 1024 / n, abs=1e-3) for v in sm[name]["rss_slope_kib_per_image"].values())
+    assert sm["cache_slope_bytes_per_image"] == pytest.approx(150)
+
+
+def test_the_scale_set_grows_in_place_and_each_size_is_links_to_it(tmp_path):
+    """The scale set writes only the files still missing (the 1-per-class set is part of the 2-per-class one) and
+    a size's folder is hard links to those files, so a walk sees the real files and nothing is written twice."""
+    from benchmarks.synthetic.imagenet_scale import ensure_scale_set, image_name, linked_set
+
+    root = tmp_path / "images"
+    first = ensure_scale_set(root, 1, classes=3)
+    assert (first["images"], first["written_now"]) == (3, 3)
+    one = root / "val" / imagenet_wnids()[2] / image_name(0, 2)
+    stamp = (one.stat().st_ino, one.stat().st_mtime_ns)
+    second = ensure_scale_set(root, 2, classes=3)
+    assert (second["images"], second["written_now"]) == (6, 3) and second["bytes"] > first["bytes"]
+    assert (one.stat().st_ino, one.stat().st_mtime_ns) == stamp  # kept, not rewritten
+    assert ensure_scale_set(root, 2, classes=3) == second  # recorded: nothing written, nothing walked
+    small = linked_set(root, tmp_path / "set-1", 1, classes=3)
+    assert sorted(p.name for p in (small / "val").iterdir()) == imagenet_wnids()[:3]
+    assert [len(list(d.iterdir())) for d in sorted((small / "val").iterdir())] == [1, 1, 1]
+    assert (small / "val" / imagenet_wnids()[2] / image_name(0, 2)).samefile(one)
 
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path):
