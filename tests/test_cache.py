@@ -166,7 +166,8 @@ def test_a_pass_over_the_cache_leaves_no_page_of_it_in_the_readers_memory(built,
         on_disk = np.load(path)
         assert torch.equal(rows[mode], torch.from_numpy(on_disk[order])) and torch.equal(runs[mode], torch.from_numpy(on_disk))
     maps = Path("/proc/self/maps").read_text()
-    assert not [str(p) for p in files.values() if str(p.resolve()) in maps], maps
+    mapped = [str(p) for p in files.values() if str(p.resolve()) in maps]
+    assert not mapped, f"mapped in this process after the pass: {mapped}"
 
 
 def test_other_preprocessing_is_refused(built, data):
