@@ -109,7 +109,33 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class RowFile:
+def consecutive_runs(index) -> list[tuple[int, int]]:
+    """``(i, j)`` slices of ``index`` whose values are consecutive: one read or write of the file each."""
+    runs, i = [], 0
+    while i < len(index):
+        j = i + 1
+        while j < len(index) and index[j] == index[j - 1] + 1:
+            j += 1
+        runs.append((i, j))
+        i = j
+    return runs
+
+
+class _Descriptor:
+    """The open file descriptor of a :class:`RowFile` or :class:`RowReader`: closed once, also when dropped."""
+
+    fd: int | None = None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class RowFile(_Descriptor):
     """A ``.npy`` file of ``shape`` uint8 rows, written in place (``rows_file[a:b] = rows``) with ``os.pwrite``.
 
     Why not a writable memmap: every page written through it stays in the writing process's resident set until the
@@ -121,36 +147,25 @@ class RowFile:
         self.offset, self.shape = header.offset, header.shape
         del header
         self.row = int(np.prod(shape[1:], dtype=np.int64))
-        self.fd: int | None = os.open(path, os.O_WRONLY)
+        self.fd = os.open(path, os.O_WRONLY)
 
     def __setitem__(self, at, rows) -> None:
         rows = np.ascontiguousarray(rows, dtype=np.uint8)
         index = range(self.shape[0])[at] if isinstance(at, slice) else np.asarray(at).tolist()
         if len(index) != len(rows):
             raise ValueError(f"{len(rows)} rows for {len(index)} places")
-        runs, i = [], 0
-        while i < len(index):  # consecutive places: one write each
-            j = i + 1
-            while j < len(index) and index[j] == index[j - 1] + 1:
-                j += 1
-            runs.append((index[i], rows[i:j]))
-            i = j
-        for first, block in runs:
-            view, at_byte = memoryview(block).cast("B"), self.offset + first * self.row
+        for i, j in consecutive_runs(index):
+            view, at_byte = memoryview(rows[i:j]).cast("B"), self.offset + index[i] * self.row
             while len(view):
                 done = os.pwrite(self.fd, view, at_byte)
                 view, at_byte = view[done:], at_byte + done
 
     def flush(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __del__(self) -> None:
-        self.flush()
+        """Every row is written (pwrite returns once the kernel holds them): the file is closed."""
+        self.close()
 
 
-class RowReader:
+class RowReader(_Descriptor):
     """The rows of a ``.npy`` file of uint8 rows, read with ``os.pread`` into arrays the caller owns
     (``reader.take(indices)``); ``shape`` and ``dtype`` as the file's.
 
@@ -166,7 +181,6 @@ class RowReader:
         self.path, self.offset, self.shape, self.dtype = Path(path), header.offset, header.shape, header.dtype
         del header
         self.row = int(np.prod(self.shape[1:], dtype=np.int64))
-        self.fd: int | None = None
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (in that order) as a new array: one read per run of consecutive rows."""
@@ -176,30 +190,17 @@ class RowReader:
             raise IndexError(f"{self.path}: rows {idx.min()}..{idx.max()} of {self.shape[0]}")
         if self.fd is None:
             self.fd = os.open(self.path, os.O_RDONLY)
-        i = 0
-        while i < len(idx):
-            j = i + 1
-            while j < len(idx) and idx[j] == idx[j - 1] + 1:
-                j += 1
+        for i, j in consecutive_runs(idx):
             view, at = memoryview(out[i:j]).cast("B"), self.offset + int(idx[i]) * self.row
             while len(view):
                 got = os.preadv(self.fd, [view], at)
                 if got <= 0:
                     raise OSError(f"{self.path}: ends before row {int(idx[i])}")
                 view, at = view[got:], at + got
-            i = j
         return out
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "fd": None}  # a descriptor is this process's: reopened where unpickled
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def new_arrays(folder: Path, shapes: dict, n: int) -> tuple[dict, dict, np.ndarray, np.ndarray]:
