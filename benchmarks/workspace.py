@@ -75,7 +75,7 @@ class Plan:
             plan.compile = compile
         plan.budget_s = budget_s
         if tiny:
-            plan.scale_classes, plan.scale_per_class = 10, [4]  # one size: the tests take slopes from a second, made up
+            plan.scale_classes, plan.scale_per_class = 10, [4]  # one size: the tests check the slopes on sizes made up
         if scale_per_class:
             plan.scale_per_class = sorted(scale_per_class)
         plan.scale_data = scale_data

@@ -272,8 +272,8 @@ def test_the_scale_benchmark_measures_every_pass_and_every_process_at_each_size(
     """Issue 26.1, the tiny version of ``python -m benchmarks scale``: an ImageNet-shaped set made in place (10
     classes, 4 images a class), every pass with the peak RSS of each process (both ranks and their DataLoader
     workers on 2 processes), the cache's and the reports' sizes, and the time to the first image scored. One size
-    (each size is a dozen real runs); the slopes are computed here from that size and a second one made up from it
-    with known growth, against the least-squares slope worked out by hand."""
+    (each size is a dozen real runs); the slopes are computed here from that size and two more made up from it with
+    a known growth, which the least-squares slopes must give back."""
     import copy
 
     from benchmarks.scale import summary

@@ -215,7 +215,7 @@ class CachedDataset(torch.utils.data.Dataset):
                 for m, arr in arrays.items()):
             raise BadInput(f"cache {self.cache_dir}: its files do not match {MANIFEST}; {REBUILD_HINT}")
 
-    def _open(self) -> dict[str, np.ndarray]:
+    def _open(self) -> dict[str, RowReader]:
         arrays = getattr(self, "_arrays", None)
         if arrays is None:
             arrays = {mode: RowReader(self.cache_dir / info["file"]) for mode, info in self.manifest["modes"].items()}
