@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .report import row
 from .timing import fmt, progress, slim
-from .workspace import Workspace, tiny_config
+from .workspace import Workspace, derived_config, tiny_config
 
 KEY = "7_scale"
 NEEDS: tuple[str, ...] = ()
@@ -55,15 +55,7 @@ def small_config(folder: Path) -> Path:
     stride of 8 instead of 4. Why: the tiny one's first-stage attention over 56x56 tokens (against 28x28) runs at
     34 img/s on one of this machine's cores, 25 minutes a pass of 50,000 images; this one at about 400 img/s, so
     the harness's own costs per image (decoding, caching, metrics, the predictions kept) are what the slopes show."""
-    from cvt_port.variants import TESTING_CONFIGS_DIR
-
-    tiny = (TESTING_CONFIGS_DIR / "tiny-imagenet.yaml").read_text()
-    if "patch_stride: [4, 2, 2]" not in tiny or "name: tiny-imagenet\n" not in tiny:
-        raise RuntimeError(f"{TESTING_CONFIGS_DIR / 'tiny-imagenet.yaml'}: no longer the tiny config")
-    small = Path(folder) / "scale-small.yaml"
-    small.write_text(tiny.replace("patch_stride: [4, 2, 2]", "patch_stride: [8, 2, 2]").replace(
-        "name: tiny-imagenet\n", "name: scale-small\n"))
-    return small
+    return derived_config(folder, "scale-small", img_size=224, patch_stride=[8, 2, 2])
 
 
 def _model(ws: Workspace, root: Path) -> tuple[str, Path, Path]:

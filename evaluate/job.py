@@ -136,6 +136,39 @@ def pixels(members: list[Member], plan: EvalPlan) -> dict:
     return transforms
 
 
+def check_input_sizes(members: list[Member], transforms: dict) -> None:
+    """A model of another architecture (``AutoModelForImageClassification``: a ViT, a DeiT) may take only the input
+    size it was trained at, where a CvT takes any: each such model is called once on one blank image of each
+    preprocessing it reads, so that a size it refuses is one line and exit 2 before the first batch, not an
+    internal error in the pass. CvT folders and the original are not probed (the demo pays nothing)."""
+    import torch
+
+    from cvt_port.errors import BadInput, first_line
+
+    from .pixels.dataset import output_shape
+    from .plan import ModelKind
+
+    for m in members:
+        for c in m.candidates.models:
+            if c.kind is not ModelKind.AUTO:
+                continue
+            shape = output_shape(transforms[m.keys[c.preprocessing]])
+            try:
+                with torch.no_grad():
+                    c.module(torch.zeros(1, *shape))
+            except Exception as exc:
+                said = m.folder.config.get("image_size")
+                if c.preprocessing == "hf":
+                    hint = "its own image processor (preprocessor_config.json) gives images the model refuses"
+                elif said:
+                    hint = f"its config.json says image_size {said}: give a --config whose img_size is {said}, or " \
+                           "--preprocessing hf"
+                else:
+                    hint = "give a --config of the input size it takes, or --preprocessing hf"
+                raise BadInput(f"{m.folder.source}: the model does not take the {shape[-2]}x{shape[-1]} images of the "
+                               f"'{c.preprocessing}' preprocessing ({first_line(exc, typed=True)}); {hint}") from None
+
+
 def pass_candidates(members: list[Member], plan: EvalPlan, mixed) -> tuple[list[Candidate], list[str]]:
     """Every model's candidates as the pass runs them (named, reading their group's pixels), and under bf16/fp16
     autocast (``mixed``) the names of those whose logits are computed in float32. The heads are wrapped before

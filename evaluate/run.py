@@ -16,8 +16,8 @@ from cvt_port.provenance import cuda_driver_version, run_provenance, utc_now
 from .verdict.baseline import check_same_content, check_same_images, check_same_label_space, check_same_labels
 from .verdict.baseline import compare, read_baseline
 from .verdict.gate import judge
-from .job import Member, Sources, hash_weights, load_models, member_heads, member_results, pass_candidates, pixels
-from .job import reference_of, reference_sample_of, sources
+from .job import Member, Sources, check_input_sizes, hash_weights, load_models, member_heads, member_results
+from .job import pass_candidates, pixels, reference_of, reference_sample_of, sources
 from .job_reports import ModelRun, job_result, job_texts, report_job
 from .suite_reports import report_suite, suite_result
 from .runtime.quiet import quiet_libraries
@@ -90,6 +90,7 @@ def evaluate_set(plan: EvalPlan, started, trainer, overrides, baseline, src: Sou
     load_models(src.members, plan)
     sample = reference_sample_of(plan, src, weights)  # --reference-sample: proved, then chosen; before the pass
     transforms = pixels(src.members, plan)
+    check_input_sizes(src.members, transforms)  # before torch.compile and the pass
     mixed = autocast_dtype(trainer.precision)
     candidates, heads = pass_candidates(src.members, plan, mixed)
     dataset = open_pixels(plan, src, transforms)

@@ -73,6 +73,11 @@ def _fit_colour_head(model: OriginalCvT, variant) -> None:
         model.head.bias[CLASSES] = (w[-1] - (mu / sd) @ w[:-1]).float()
 
 
+def tiny_img_size() -> int:
+    """The input size of the tests' tiny CvT (``configs/testing/tiny-imagenet.yaml``)."""
+    return load_variant_file(TESTING_CONFIGS_DIR / "tiny-imagenet.yaml").preprocessing.img_size
+
+
 def make_tiny_model(root: Path, seed: int = 0) -> dict:
     """{yaml, pth, hf, reference}: a tiny CvT that classifies by colour, saved like a release file and
     converted with cvt_port."""

@@ -7,13 +7,14 @@ import csv
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
 
 from cvt_port.labels import wnid_to_index
 from evaluate.sources.real_labels import load_real_labels
-from evalkit import evaluate_cli, evaluate_process, make_half_right_imagefolder, wnids
+from evalkit import evaluate_cli, evaluate_process, make_half_right_imagefolder, tiny_img_size, wnids
 
 REQUIRED = ["model", "variant", "num_samples", "top1", "top5", "top1_ci95", "real_top1", "reference_top1", "agreement",
             "max_abs_logit_diff", "mcnemar_p", "gate", "checks", "img_size", "crop_pct", "interpolation",
@@ -55,7 +56,7 @@ def test_report_fields_and_figures(single, val101):
     assert set(REQUIRED) <= set(rep)
     assert rep["num_samples"] == 101 and rep["world_size"] == 1
     assert rep["agreement"] == 1.0 and rep["max_abs_logit_diff"] <= 1e-5 and rep["mcnemar_p"] == 1.0
-    assert rep["img_size"] == 224 and rep["crop_pct"] == 0.875 and rep["interpolation"] == "bicubic"
+    assert rep["img_size"] == tiny_img_size() and rep["crop_pct"] == 0.875 and rep["interpolation"] == "bicubic"
     # 101 images: the paired checks pass on these images but could not see a 1% change: not made
     checks = {c["name"]: c for c in rep["checks"]}
     assert {k: c["status"] for k, c in checks.items()} == {
@@ -154,22 +155,42 @@ def test_subset_is_deterministic_and_recorded(tiny, val101, tmp_path):
     assert sorted(labels.count(l) for l in set(labels)) == [2] * 10  # class-balanced
 
 
-def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
+def vit_folder(tiny, folder: Path, image_size: int) -> Path:
+    """A tiny ViT with the tiny CvT's labels and image processor: it takes ``image_size`` images only."""
     from transformers import ViTConfig, ViTForImageClassification
 
     cfg = json.loads((tiny["hf"] / "config.json").read_text())
-    vit = ViTForImageClassification(ViTConfig(image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=1,
+    vit = ViTForImageClassification(ViTConfig(image_size=image_size, patch_size=16, hidden_size=32, num_hidden_layers=1,
                                               num_attention_heads=2, intermediate_size=64, num_labels=1000,
                                               id2label=cfg["id2label"], label2id=cfg["label2id"]))
-    vit.save_pretrained(tmp_path / "vit")
-    shutil.copy(tiny["hf"] / "preprocessor_config.json", tmp_path / "vit")
+    vit.save_pretrained(folder)
+    shutil.copy(tiny["hf"] / "preprocessor_config.json", folder)
+    return folder
+
+
+def test_any_hf_image_classification_folder(tiny, val101, tmp_path):
     args = base_args(tiny, val101, tmp_path / "out", "--preprocessing", "hf")
-    args[args.index("--model") + 1] = tmp_path / "vit"  # the ViT folder instead of the tiny CvT
+    args[args.index("--model") + 1] = vit_folder(tiny, tmp_path / "vit", tiny_img_size())  # instead of the tiny CvT
     r = evaluate_cli(*args)
     assert r.returncode == 3, r.stderr[-3000:]  # evaluated, but no check can be made without --reference
     assert "GATE: NOT MADE" in r.stdout
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["models"][0]["kind"] == "auto" and rep["num_samples"] == 101 and rep["gate"] == "not made"
+
+
+def test_a_model_that_refuses_the_input_size_is_one_line_exit_2_before_the_pass(tiny, val101, tmp_path, monkeypatch):
+    import evaluate.validation.trainer
+
+    monkeypatch.setattr(evaluate.validation.trainer, "run_validation", lambda *a, **k: pytest.fail("the pass started"))
+    other = 2 * tiny_img_size()  # a ViT trained at another size than the config's preprocessing gives
+    args = base_args(tiny, val101, tmp_path / "out")
+    args[args.index("--model") + 1] = vit_folder(tiny, tmp_path / "vit", other)
+    r = evaluate_cli(*args)
+    assert r.returncode == 2, r.stderr[-3000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert f"vit: the model does not take the {tiny_img_size()}x{tiny_img_size()} images of the 'release' " \
+           f"preprocessing" in line and f"its config.json says image_size {other}" in line, line
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 
 def test_subset_file_and_flat_layout_through_the_cli(tiny, tmp_path):

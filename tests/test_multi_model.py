@@ -18,13 +18,14 @@ import shutil
 import pytest
 import yaml
 
-from evalkit import CLASSES, evaluate_cli, make_half_right_imagefolder
+from evalkit import CLASSES, evaluate_cli, make_half_right_imagefolder, tiny_img_size
 
 from evaluate.api import ManyEvalResult, PlanError, evaluate_model
 
 CPU = dict(accelerator="cpu", num_workers=0, batch_size=16)
 CLI_CPU = ["--accelerator", "cpu", "--num-workers", "0", "--batch-size", "16"]
 TIMING = {"images_per_second", "pass_seconds", "provenance"}  # of the pass, not of the model
+C_SIZE = 96  # model C's input size: its own preprocessing, not the tiny config's
 
 
 def _config(tiny, path, name, **changes):
@@ -63,7 +64,7 @@ def job(tiny, tmp_path_factory):
     cfg = {
         "a": _config(tiny, root / "a.yaml", "tiny-a", reference={"top1": alone_a.top1, "num_samples": 101}),
         "b": _config(tiny, root / "b.yaml", "tiny-b", reference={"top1": 99.0}),
-        "c": _config(tiny, root / "c.yaml", "tiny-c", preprocessing={"img_size": 192}),
+        "c": _config(tiny, root / "c.yaml", "tiny-c", preprocessing={"img_size": C_SIZE}),
     }
     folders = {"a": a, "b": b, "c": c}
     alone = {k: evaluate_model(model=folders[k], config=cfg[k], data=val, **CPU) for k in "abc"}
@@ -96,14 +97,14 @@ def test_each_model_gets_the_record_and_predictions_of_a_run_alone(job):
     differ = sum(pa.top1("converted") != pb.top1("converted") for pa, pb in zip(a.predictions, b.predictions))
     assert 10 <= differ < 40 and a.top1 != b.top1
     assert 30 < a.top1 < 70 and a.top1 < a.top5
-    assert c.record["img_size"] == 192 and a.record["img_size"] == 224
+    assert c.record["img_size"] == C_SIZE and a.record["img_size"] == tiny_img_size()
 
 
 def test_each_image_is_decoded_once_and_preprocessed_once_per_protocol(job):
     assert [run.num_samples for run in job["many"].runs] == [101] * 3
     assert len(job["decoded"]) == 101  # three models, one decode per image
-    assert sorted(set(job["resized"])) == [192, 224]  # A and B share 224; C has its own 192
-    assert job["resized"].count(224) == 101 and job["resized"].count(192) == 101
+    assert sorted(set(job["resized"])) == sorted([C_SIZE, tiny_img_size()])  # A and B share the tiny size; C has its own
+    assert job["resized"].count(tiny_img_size()) == 101 and job["resized"].count(C_SIZE) == 101
 
 
 def test_verdict_per_model_and_the_worst_for_the_job(job):

@@ -42,7 +42,7 @@ class EvalDataset(torch.utils.data.Dataset):
         self.source = source
         self.samples = list(samples)
         self.transforms = dict(transforms)
-        self.shapes = {mode: _output_shape(t) for mode, t in self.transforms.items()}
+        self.shapes = {mode: output_shape(t) for mode, t in self.transforms.items()}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -66,7 +66,8 @@ class EvalDataset(torch.utils.data.Dataset):
         return item
 
 
-def _output_shape(transform: Callable) -> tuple[int, ...]:
+def output_shape(transform: Callable) -> tuple[int, ...]:
+    """The (C, H, W) a transform gives: its ``output_shape`` attribute, else its output for a 320x240 image."""
     shape = getattr(transform, "output_shape", None)
     if shape is None:
         shape = tuple(transform(Image.new("RGB", (320, 240), (128, 64, 32))).shape)
