@@ -175,7 +175,7 @@ CLAIMS = {
         "test_slurm_cluster.py::test_scancel_ends_every_task_with_143_and_its_line"],
     "Multi-GPU and clusters: Lightning's Trainer handles": [
         "test_cluster.py::test_srun_tasks_make_one_job_with_devices_auto",
-        "test_cluster.py::test_torchrun_without_device_flags_runs_one_job_over_its_processes"],
+        "test_evaluate_options.py::test_torchrun_two_processes_without_device_flags_are_one_job"],
     "`--strategy ddp_spawn`/`ddp_fork` are refused": [
         "test_evaluate_errors.py::test_settings_that_would_give_a_wrong_answer_are_refused_first"],
     "`tests/test_slurm_cluster.py` starts a SLURM 22.05 cluster": [

@@ -115,17 +115,19 @@ def test_compile_pads_the_short_last_batch_instead_of_recompiling(tiny, data, jp
     assert read_csv(tmp_path / "predictions.csv") == read_csv(jpeg_run / "predictions.csv")
 
 
-def test_torchrun_two_processes(tiny, data, jpeg_run, tmp_path):
+def test_torchrun_two_processes_without_device_flags_are_one_job(tiny, data, jpeg_run, tmp_path):
+    """On CPUs Lightning's devices "auto" is 1, which contradicts 2 processes: the allocation decides instead
+    (flags that agree with it, or contradict it, are checked in process: test_cluster.py)."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "evaluate",  # --standalone: a free port
-           *map(str, args(tiny, data, tmp_path, "--devices", "2", "--strategy", "ddp"))]
+           *map(str, args(tiny, data, tmp_path))]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     # 24 images: not made (3) on both ranks; torchrun itself exits 1 when any child exits non-zero, and names
     # whichever rank it saw exit first
     assert r.returncode == 1 and re.search(r"\(exitcode: 3\) local_rank: [01]", r.stderr), r.stderr[-3000:]
     assert "GATE: NOT MADE" in r.stdout and "exitcode: 1" not in r.stderr
     rep = report(tmp_path)
-    assert rep["world_size"] == 2 and rep["num_samples"] == 24
+    assert (rep["world_size"], rep["devices"], rep["num_samples"]) == (2, 2, 24)
     assert rep["cluster_environment"] == "TorchElasticEnvironment"
     assert read_csv(jpeg_run / "predictions.csv") == read_csv(tmp_path / "predictions.csv")
 
