@@ -4,9 +4,12 @@ Why: :mod:`benchmarks.measure` gives the largest single process's high-water mar
 workers (a worker that copies the list of all samples grows with the data set) nor about the second rank. A
 thread of the benchmark reads ``/proc/<pid>/status`` (``VmHWM``, the kernel's own high-water mark of that
 process, so a poll between two peaks loses nothing but a process's last instants) of every descendant of the
-command a few times a second. Roles: ``pt_data_worker`` is the name PyTorch gives its DataLoader workers; a rank
+command 20 times a second. Roles: ``pt_data_worker`` is the name PyTorch gives its DataLoader workers; a rank
 launched by Lightning has ``LOCAL_RANK`` in its environment; the first process under the middleman is rank 0.
-Linux only (elsewhere the list is empty).
+A process is listed once its memory was read alive: one that ends between two polls (a DataLoader worker of a
+tiny pass lives a few tenths of a second) is seen, if at all, as a zombie with no memory left, and is not listed
+with a made-up 0. A poll (every process's ``/proc/<pid>/stat``) costs about 1.3 ms of CPU here: 2.7 % of one core
+at 20 polls a second. Linux only (elsewhere the list is empty).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class TreePeaks:
     """Polls the descendants of ``root`` (the middleman's pid) until :meth:`stop`; :meth:`processes` lists each
     process seen: role (``rank 0``, ``rank 1``, ``worker of rank 0``, ...), peak RSS (MiB)."""
 
-    def __init__(self, root: int, interval: float = 0.2):
+    def __init__(self, root: int, interval: float = 0.05):
         self.root, self.interval = root, interval
         self.seen: dict[int, dict] = {}
         self._stop = threading.Event()
@@ -80,12 +83,12 @@ class TreePeaks:
     def poll(self) -> None:
         for pid in _descendants(self.root):
             got = _read(pid)
-            if got is None:
+            if got is None or got[1] is None:  # gone, or a zombie (no memory left to read): nothing measured
                 continue
             comm, hwm, rank = got
             rec = self.seen.setdefault(pid, {"pid": pid, "comm": comm, "rank": rank, "peak_kib": 0})
             rec["comm"], rec["rank"] = comm, rec["rank"] or rank
-            rec["peak_kib"] = max(rec["peak_kib"], hwm or 0)
+            rec["peak_kib"] = max(rec["peak_kib"], hwm)
             try:
                 rec["ppid"] = int((PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:

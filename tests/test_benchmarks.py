@@ -294,7 +294,8 @@ def test_the_scale_benchmark_measures_every_pass_and_every_process_at_each_size(
         assert run["num_samples"] == n and run["report_bytes"] > run["report_json_bytes"] > 0, (name, run)
         roles = {p["role"] for p in run["processes"]}
         # every process measured; a rank (torch imported) is past 50 MiB, a worker may be sampled as it forks
-        assert all(_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 0 for p in run["processes"]), run["processes"]
+        assert all(_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 0 for p in run["processes"]), \
+            [p for p in run["processes"] if not (_number(p["peak_rss_mib"]) and p["peak_rss_mib"] > 0)]
         assert all(p["peak_rss_mib"] > 50 for p in run["processes"] if p["role"].startswith("rank")), run["processes"]
         assert {"rank 0"} <= roles and (name.endswith("_1") or {"rank 1", "worker of rank 0", "worker of rank 1"}
                                         <= roles), (name, roles)
@@ -382,3 +383,30 @@ def test_startup_benchmark_times_each_refusal_beside_import_torch(tmp_path):
         assert rt["value"] == rt["numerator"] / rt["denominator"]
     assert [row["benchmark"] for row in r["table"]] == ["refusal at start-up (devices_in_step)",
                                                         "refusal at start-up (batch_step)"]
+
+
+def test_a_process_seen_only_after_it_ended_is_not_listed_as_measured():
+    """A process that ended before a poll read its memory (a zombie: its status has no VmHWM any more) was listed
+    with a peak of 0 MiB, which the scale test then read as a process not measured (a flaky failure). Only a
+    process read alive is listed, with its kernel high-water mark."""
+    import time
+
+    from benchmarks.proc_peaks import TreePeaks
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{gone.pid}/stat")
+        deadline = time.monotonic() + 30
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # ended, not yet waited for: a zombie
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.05)
+        peaks = TreePeaks(os.getpid())
+        peaks.poll()
+        listed = {p["pid"]: p["peak_rss_mib"] for p in peaks.processes()}
+        assert gone.pid not in listed, listed
+        assert listed[alive.pid] > 1, listed  # a live interpreter: its own high-water mark
+    finally:
+        alive.kill()
+        alive.wait()
+        gone.wait()
