@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evalkit import evaluate_cli, evaluate_process, tiny_img_size, wnids
+from evalkit import evaluate_cli, tiny_img_size, wnids
 from imagegen import make_imagefolder
 
 from test_evaluate import read_csv
