@@ -7,11 +7,17 @@ while it is inside Lightning's pass (not before, not after). Everything else is 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
-from evaluate.cli import main
-from evaluate.validation.lightning_module import EvalModule
+# As from a terminal: Python's own SIGINT handler, even where this process was started with SIGINT ignored (a
+# background job of a non-interactive shell, `cmd &` in a CI script, ignores SIGINT by POSIX rule, and so would
+# the product: it keeps an inherited "ignore", as Python does).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+from evaluate.cli import main  # noqa: E402
+from evaluate.validation.lightning_module import EvalModule  # noqa: E402
 
 DELAY = float(os.environ.get("SLOW_PASS_DELAY", "0.5"))
 _step = EvalModule.validation_step

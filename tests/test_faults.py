@@ -106,3 +106,27 @@ def test_the_collective_decision_picks_one_fault_for_every_rank():
     assert Fault.from_exception(KeyboardInterrupt()).kind == "interrupted"
     assert Fault.from_exception(Interrupted(signal.SIGTERM)).kind == "terminated"
     assert Fault.from_exception(ValueError("x\ny")) == Fault("error", "ValueError: x", 0)
+
+
+LATE_RANK_0 = """
+import os, sys, time
+from evaluate.cli import main
+code = main(sys.argv[1:])
+if os.environ.get("LOCAL_RANK", "0") == "0":
+    time.sleep(7)  # past Lightning's observer's 5 s period: rank 1 has exited with the verdict meanwhile
+sys.exit(code)
+"""
+
+
+def test_a_rank_that_exits_with_the_verdict_first_leaves_rank_0_its_status(digits_model, tmp_path):
+    """--devices 2 from one command: rank 1 ends with the verdict (3, not made: 6 images) while rank 0 is still
+    on its way out. Lightning's observer of the process it started SIGKILLed rank 0 then (exit -9, not 3)."""
+    script = tmp_path / "late_rank_0.py"
+    script.write_text(LATE_RANK_0)
+    data = make_digits(tmp_path / "val")
+    cmd = [sys.executable, str(script), "--model", str(digits_model), "--config", "cvt-tiny-digits", "--data", str(data),
+           "--output", str(tmp_path / "out"), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+           "--batch-size", "2", "--num-workers", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "GATE: NOT MADE" in r.stdout, r.stderr[-3000:]
+    assert "Forcefully terminating" not in r.stderr
