@@ -34,9 +34,10 @@ def make_digits(root, per_class=2, classes=range(3)):
     return root
 
 
-def run2(model, data, out, *more, timeout=300):
-    """python -m evaluate on 2 CPU processes (DDP), killed (and the test failed) if it hangs."""
-    cmd = [sys.executable, "-m", "evaluate", "--model", str(model), "--config", "cvt-tiny-digits", "--data", str(data),
+def run2(model, data, out, *more, timeout=300, program=("-m", "evaluate")):
+    """python -m evaluate (or ``program``: a script that runs its main) on 2 CPU processes (DDP), killed (and the
+    test failed) if it hangs."""
+    cmd = [sys.executable, *map(str, program), "--model", str(model), "--config", "cvt-tiny-digits", "--data", str(data),
            "--output", str(out), "--reference", str(CHECKPOINT), "--accelerator", "cpu", "--devices", "2",
            "--strategy", "ddp", "--batch-size", "2", "--num-workers", "0", *map(str, more)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -123,10 +124,6 @@ def test_a_rank_that_exits_with_the_verdict_first_leaves_rank_0_its_status(digit
     on its way out. Lightning's observer of the process it started SIGKILLed rank 0 then (exit -9, not 3)."""
     script = tmp_path / "late_rank_0.py"
     script.write_text(LATE_RANK_0)
-    data = make_digits(tmp_path / "val")
-    cmd = [sys.executable, str(script), "--model", str(digits_model), "--config", "cvt-tiny-digits", "--data", str(data),
-           "--output", str(tmp_path / "out"), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-           "--batch-size", "2", "--num-workers", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = run2(digits_model, make_digits(tmp_path / "val"), tmp_path / "out", program=(script,))
     assert r.returncode == 3 and "GATE: NOT MADE" in r.stdout, r.stderr[-3000:]
     assert "Forcefully terminating" not in r.stderr
