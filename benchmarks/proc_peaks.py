@@ -6,6 +6,8 @@ thread of the benchmark reads ``/proc/<pid>/status`` (``VmHWM``, the kernel's ow
 process, so a poll between two peaks loses nothing but a process's last instants) of every descendant of the
 command 20 times a second. Roles: ``pt_data_worker`` is the name PyTorch gives its DataLoader workers; a rank
 launched by Lightning has ``LOCAL_RANK`` in its environment; the first process under the middleman is rank 0.
+Only a process that runs a Python interpreter (``/proc/<pid>/exe``) is a rank: a helper program a rank starts
+(``ldconfig``, ``uname``, a shell) inherits ``LOCAL_RANK`` and was once listed as a rank of a few hundred KiB.
 A process is listed once its memory was read alive: one that ends between two polls (a DataLoader worker of a
 tiny pass lives a few tenths of a second) is seen, if at all, as a zombie with no memory left, and is not listed
 with a made-up 0. A poll (every process's ``/proc/<pid>/stat``) costs about 1.3 ms of CPU here: 2.7 % of one core
@@ -44,10 +46,11 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _read(pid: int) -> tuple[str, int | None, str | None] | None:
+def _read(pid: int) -> tuple[str, int | None, str | None, bool] | None:
     try:
         comm = (PROC / str(pid) / "comm").read_text().strip()
         status = (PROC / str(pid) / "status").read_text()
+        python = os.path.basename(os.readlink(PROC / str(pid) / "exe")).startswith("python")
     except OSError:
         return None
     hwm = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM:")), None)
@@ -57,7 +60,7 @@ def _read(pid: int) -> tuple[str, int | None, str | None] | None:
         rank = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"LOCAL_RANK=")), None)
     except OSError:
         pass
-    return comm, hwm, rank
+    return comm, hwm, rank, python
 
 
 class TreePeaks:
@@ -85,9 +88,9 @@ class TreePeaks:
             got = _read(pid)
             if got is None or got[1] is None:  # gone, or a zombie (no memory left to read): nothing measured
                 continue
-            comm, hwm, rank = got
+            comm, hwm, rank, python = got
             rec = self.seen.setdefault(pid, {"pid": pid, "comm": comm, "rank": rank, "peak_kib": 0})
-            rec["comm"], rec["rank"] = comm, rec["rank"] or rank
+            rec["comm"], rec["rank"], rec["python"] = comm, rec["rank"] or rank, python
             rec["peak_kib"] = max(rec["peak_kib"], hwm)
             try:
                 rec["ppid"] = int((PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -102,7 +105,8 @@ class TreePeaks:
     def processes(self) -> list[dict]:
         """One entry per process that ran Python (the middleman's direct child is rank 0)."""
         ranks = {pid: (r["rank"] or "0") for pid, r in self.seen.items()
-                 if r["comm"] != "pt_data_worker" and (r.get("ppid") == self.root or r["rank"] is not None)}
+                 if r["python"] and r["comm"] != "pt_data_worker"
+                 and (r.get("ppid") == self.root or r["rank"] is not None)}
         out = []
         for pid, r in sorted(self.seen.items()):
             if pid in ranks:

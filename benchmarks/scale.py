@@ -159,7 +159,8 @@ def summary(sizes: list[dict]) -> dict:
         roles: dict = {}
         for r in recs:
             for proc in r.get("processes") or []:
-                roles.setdefault(proc["role"].split(" (")[0], []).append(proc["peak_rss_mib"])
+                if not proc["role"].startswith("other"):  # a helper program a rank ran: no slope to speak of
+                    roles.setdefault(proc["role"], []).append(proc["peak_rss_mib"])
         peak = {role: max(v) for role, v in roles.items()}
         by_role = {role: [max((q["peak_rss_mib"] for q in (r.get("processes") or []) if q["role"] == role),
                               default=None) for r in recs] for role in peak}
