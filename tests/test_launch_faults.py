@@ -182,3 +182,18 @@ def test_a_signal_is_seen_while_the_main_thread_waits_in_c():
         pytest.fail("SIGTERM did not end a process waiting for its peer: " + proc.communicate()[1][-1500:])
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines() == ["interrupted: SIGTERM: stopped before the gate's verdict; no report written"]
+
+
+def test_the_signal_watch_ends_with_its_run_not_after_its_next_poll(monkeypatch):
+    """The thread that reads the signals on arrival ends as soon as its run does: the run's end wakes it. It used to
+    sleep out its poll (0.5 s) first, and every command, a one-line refusal included, waited that long to exit.
+    With a poll of a minute the thread must still be gone when the run's ``with`` is left."""
+    import threading
+
+    from evaluate.runtime import interrupts
+
+    monkeypatch.setattr(interrupts, "WATCH_POLL_S", 60.0)
+    with interrupts.sigterm_raises():
+        watch = next(t for t in threading.enumerate() if t.name == "cvt-port-signals")
+        assert watch.is_alive()
+    assert not watch.is_alive()

@@ -58,6 +58,8 @@ GRACE_S = 2.0
 # a peer of the launch that vanished this close to a signal of this process went with the same scancel (signals of a
 # step reach its tasks within microseconds; a peer needs far longer than that to act on its own and exit)
 PEER_GRACE_S = 0.5
+# how often the signal watch looks whether its run is over (the run's end also wakes it at once)
+WATCH_POLL_S = 0.5
 # a signal that arrived but whose Python handler has not run this long after: the main thread is blocked in C
 STUCK_S = 3.0
 _handled: float | None = None  # when a Python handler of ours last ran (monotonic)
@@ -181,7 +183,7 @@ def _watch_signals(sock: socket.socket, done: threading.Event) -> None:
 
     while not done.is_set():
         try:
-            ready, _, _ = select.select([sock], [], [], 0.5)
+            ready, _, _ = select.select([sock], [], [], WATCH_POLL_S)
         except (OSError, ValueError):
             return
         if not ready or not [s for s in _drain() if s in (signal.SIGTERM, signal.SIGINT)]:
@@ -228,6 +230,10 @@ def _signals_seen_on_arrival():
     finally:
         done.set()
         signal.set_wakeup_fd(previous)
+        # wake the thread out of its select now (an end of file to read), or every run, a refusal included, would
+        # wait out the select's 0.5 s before it exits
+        with contextlib.suppress(OSError):
+            writer.shutdown(socket.SHUT_WR)
         thread.join(timeout=1.0)
         with _wakeup_lock:
             _wakeup = None
