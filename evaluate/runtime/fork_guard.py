@@ -1,0 +1,47 @@
+"""DataLoader workers forked safely while torch's C++ threads call into Python (CPython before 3.12).
+
+Why: a DataLoader worker is a ``fork`` of its rank. CPython 3.10 and 3.11 before 3.11.10 (gh-112275) reset the
+interpreter's thread-list lock (``HEAD_LOCK``) in the child only *after* taking it once: a child forked while
+another thread held that lock waits for it forever, inside ``os.fork``, before running any Python. In a launch of
+several processes such a thread exists: gloo's worker threads (``pt_gloo_runloop``) finish each collective by
+dropping the last C++ reference to its tensors, and a tensor made in Python then gives back its Python object:
+pybind11 creates a Python thread state for that thread (``PyThreadState_New``, the lock taken without the GIL).
+Lightning runs such a collective (``has_len_all_ranks``) just before it makes the pass's workers, so, rarely (a
+thread preempted while holding the lock; seen in our suite on Python 3.11.7), a worker never starts, its rank waits
+for its batch forever, and every other rank waits for that one: a hang, with no line and no status.
+
+:func:`install` registers a hook that runs in the forking thread just before each fork, with the GIL held:
+:func:`sys._current_frames` takes and releases that lock, so the fork waits until a thread inside it has let go.
+A thread about to create its state cannot take the lock again before the fork: it then waits for the GIL, which
+the forking thread holds. The cost is one small dict per fork (a fork per DataLoader worker). Where the
+interpreter is fixed (3.12 and later) nothing is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_installed = False
+
+
+def needed(version: tuple[int, ...] = tuple(sys.version_info[:3]),
+           implementation: str = sys.implementation.name) -> bool:
+    """Whether this interpreter resets its thread-list lock too late in a forked child (CPython before 3.12,
+    but 3.11.10 and later have the fix)."""
+    return implementation == "cpython" and version < (3, 12) and not (3, 11, 10) <= version
+
+
+def _wait_for_the_thread_list() -> None:
+    """Before a fork: the thread-list lock is taken and given back (the GIL is held, so no thread that needs the
+    GIL can take it again before the fork)."""
+    sys._current_frames()
+
+
+def install() -> None:
+    """Make every later fork of this process wait for the thread-list lock; once per process, where needed."""
+    global _installed
+    if _installed or not needed():
+        return
+    os.register_at_fork(before=_wait_for_the_thread_list)
+    _installed = True
