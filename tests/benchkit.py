@@ -31,6 +31,9 @@ def one_torch_thread():
         torch.set_num_threads(saved)
 
 
+TINY_TIMEOUT_S = 300
+
+
 class InProcessRunner(ProcessRunner):
     """:class:`ProcessRunner`'s records, but ``python -m MODULE ARGS`` runs in this process (``runpy``, as
     ``-m`` does: the module's own ``__main__`` code, ``sys.argv`` set, its exit status from ``SystemExit``);
@@ -42,7 +45,9 @@ class InProcessRunner(ProcessRunner):
         cmd = [str(c) for c in cmd]
         devices = cmd[cmd.index("--devices") + 1] if "--devices" in cmd else "1"
         if cmd[:2] != [sys.executable, "-m"] or devices != "1" or env:
-            return super().run(name, cmd, timeout=timeout, cwd=cwd, env=env, per_process=per_process)
+            # a tiny command takes seconds: a hang fails its test in minutes, not after the real benchmark's hours
+            return super().run(name, cmd, timeout=min(timeout, TINY_TIMEOUT_S), cwd=cwd, env=env,
+                               per_process=per_process)
         self.count += 1
         log = self.logs / f"{self.count:03d}-{name}.err"
         out, err = io.StringIO(), io.StringIO()
