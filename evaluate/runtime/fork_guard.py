@@ -1,4 +1,4 @@
-"""DataLoader workers forked safely while torch's C++ threads call into Python (CPython before 3.12).
+"""DataLoader workers forked safely while torch's C++ threads call into Python (CPython before 3.11.10).
 
 Why: a DataLoader worker is a ``fork`` of its rank. CPython 3.10 and 3.11 before 3.11.10 (gh-112275) reset the
 interpreter's thread-list lock (``HEAD_LOCK``) in the child only *after* taking it once: a child forked while
@@ -11,10 +11,14 @@ thread preempted while holding the lock; seen in our suite on Python 3.11.7), a 
 for its batch forever, and every other rank waits for that one: a hang, with no line and no status.
 
 :func:`install` registers a hook that runs in the forking thread just before each fork, with the GIL held:
-:func:`sys._current_frames` takes and releases that lock, so the fork waits until a thread inside it has let go.
-A thread about to create its state cannot take the lock again before the fork: it then waits for the GIL, which
-the forking thread holds. The cost is one small dict per fork (a fork per DataLoader worker). Where the
-interpreter is fixed (3.12 and later) nothing is installed.
+:func:`sys._current_frames` takes and gives back that lock, so the fork waits until a thread inside it (one
+preempted there: the case that makes the hang likely on a loaded machine) has let go. That thread then waits for the
+GIL, which the forking thread holds. What is left is a thread that enters the lock in the microseconds between the
+hook and the fork: of 25,000 forks beside two gloo threads churning collectives (tests/fork_trials.py), 12 children
+hung without the hook, none of 25,000 with it; with a native thread holding the lock across the fork
+(tests/test_fork_guard.py), every child hangs without it. The cost is one small dict per fork (a fork per
+DataLoader worker). All of 3.10 is treated as affected; where the interpreter is fixed (3.11.10 and later, 3.12)
+nothing is installed.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ _installed = False
 
 def needed(version: tuple[int, ...] = tuple(sys.version_info[:3]),
            implementation: str = sys.implementation.name) -> bool:
-    """Whether this interpreter resets its thread-list lock too late in a forked child (CPython before 3.12,
-    but 3.11.10 and later have the fix)."""
+    """Whether this interpreter resets its thread-list lock too late in a forked child (CPython 3.10, and 3.11
+    before 3.11.10)."""
     return implementation == "cpython" and version < (3, 12) and not (3, 11, 10) <= version
 
 
 def _wait_for_the_thread_list() -> None:
-    """Before a fork: the thread-list lock is taken and given back (the GIL is held, so no thread that needs the
-    GIL can take it again before the fork)."""
+    """Before a fork: the thread-list lock is taken and given back, so no thread holds it (the GIL is held: a
+    thread that just let go of it waits for the GIL now)."""
     sys._current_frames()
 
 
