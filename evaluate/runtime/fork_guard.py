@@ -1,6 +1,6 @@
-"""DataLoader workers forked safely while torch's C++ threads call into Python (CPython before 3.11.10).
+"""DataLoader workers forked safely while torch's C++ threads call into Python (CPython before 3.12).
 
-Why: a DataLoader worker is a ``fork`` of its rank. CPython 3.10 and 3.11 before 3.11.10 (gh-112275) reset the
+Why: a DataLoader worker is a ``fork`` of its rank. CPython 3.10 and 3.11 (gh-112275; 3.12 is not affected) reset the
 interpreter's thread-list lock (``HEAD_LOCK``) in the child only *after* taking it once: a child forked while
 another thread held that lock waits for it forever, inside ``os.fork``, before running any Python. In a launch of
 several processes such a thread exists: gloo's worker threads (``pt_gloo_runloop``) finish each collective by
@@ -17,8 +17,8 @@ GIL, which the forking thread holds. What is left is a thread that enters the lo
 hook and the fork: of 25,000 forks beside two gloo threads churning collectives (tests/fork_trials.py), 12 children
 hung without the hook, none of 25,000 with it; with a native thread holding the lock across the fork
 (tests/test_fork_guard.py), every child hangs without it. The cost is one small dict per fork (a fork per
-DataLoader worker). All of 3.10 is treated as affected; where the interpreter is fixed (3.11.10 and later, 3.12)
-nothing is installed.
+DataLoader worker). The fix was backported to 3.11 late (September 2024, a source-only security release), and
+which release holds it is not checked here: every CPython before 3.12 gets the hook; 3.12 and later nothing.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ _installed = False
 
 def needed(version: tuple[int, ...] = tuple(sys.version_info[:3]),
            implementation: str = sys.implementation.name) -> bool:
-    """Whether this interpreter resets its thread-list lock too late in a forked child (CPython 3.10, and 3.11
-    before 3.11.10)."""
-    return implementation == "cpython" and version < (3, 12) and not (3, 11, 10) <= version
+    """Whether this interpreter may reset its thread-list lock too late in a forked child (CPython before 3.12)."""
+    return implementation == "cpython" and version < (3, 12)
 
 
 def _wait_for_the_thread_list() -> None:
