@@ -32,7 +32,12 @@ from .sources.subset import samples_sha256
 def run_plan(plan: EvalPlan) -> EvalResult | ManyEvalResult | SuiteResult:
     """Evaluate every model of the plan in one pass (one model: a job of one, :mod:`evaluate.job`); with
     ``data.suite``, on each test set of the file in turn (:func:`run_suite`). Lightning's banners, tips and warnings
-    stay off the screen unless ``report.verbose`` (:mod:`evaluate.runtime.quiet`), for the CLI and the API alike."""
+    stay off the screen unless ``report.verbose`` (:mod:`evaluate.runtime.quiet`), for the CLI and the API alike.
+    Every DataLoader worker of the run (the pass's, a cache build's) is forked safely beside torch's C++ threads
+    (:mod:`evaluate.runtime.fork_guard`)."""
+    from .runtime import fork_guard
+
+    fork_guard.install()
     with quiet_libraries(plan.report.verbose):
         return _run_plan(plan)
 

@@ -104,3 +104,21 @@ def test_the_guard_is_installed_where_the_interpreter_needs_it():
     assert fork_guard.needed((3, 11, 14), "cpython") and not fork_guard.needed((3, 12, 0), "cpython")
     assert not fork_guard.needed((3, 11, 7), "pypy")
     assert fork_guard.needed() == (sys.implementation.name == "cpython" and sys.version_info[:2] < (3, 12))
+
+
+def test_every_run_installs_the_guard_before_it_does_anything(monkeypatch, tmp_path):
+    """``run_plan`` (under the CLI and the API, every set of a suite) installs the guard first: a cache build's
+    workers and the pass's are forked after it. An install that raises shows it is called before any model or
+    image is read (the model named here does not exist)."""
+    from evaluate.api import DataSpec, EvalPlan, ModelSpec
+    from evaluate.run import run_plan
+
+    class Installed(Exception):
+        pass
+
+    def install():
+        raise Installed
+
+    monkeypatch.setattr(fork_guard, "install", install)
+    with pytest.raises(Installed):
+        run_plan(EvalPlan(models=ModelSpec(model=str(tmp_path / "no-model")), data=DataSpec(source=str(tmp_path))))

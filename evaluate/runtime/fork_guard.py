@@ -10,15 +10,16 @@ Lightning runs such a collective (``has_len_all_ranks``) just before it makes th
 thread preempted while holding the lock; seen in our suite on Python 3.11.7), a worker never starts, its rank waits
 for its batch forever, and every other rank waits for that one: a hang, with no line and no status.
 
-:func:`install` registers a hook that runs in the forking thread just before each fork, with the GIL held:
-:func:`sys._current_frames` takes and gives back that lock, so the fork waits until a thread inside it (one
-preempted there: the case that makes the hang likely on a loaded machine) has let go. That thread then waits for the
-GIL, which the forking thread holds. What is left is a thread that enters the lock in the microseconds between the
-hook and the fork: of 25,000 forks beside two gloo threads churning collectives (tests/fork_trials.py), 12 children
-hung without the hook, none of 25,000 with it; with a native thread holding the lock across the fork
-(tests/test_fork_guard.py), every child hangs without it. The cost is one small dict per fork (a fork per
-DataLoader worker). The fix was backported to 3.11 late (September 2024, a source-only security release), and
-which release holds it is not checked here: every CPython before 3.12 gets the hook; 3.12 and later nothing.
+:func:`install` (called by :func:`evaluate.run.run_plan`, so for every run) registers a hook that runs in the
+forking thread just before each fork, with the GIL held: :func:`sys._current_frames` takes and gives back that lock,
+so the fork waits until a thread inside it (one preempted there: the case that makes the hang likely on a loaded
+machine) has let go. That thread then waits for the GIL, which the forking thread holds. What is left is a thread
+that enters the lock in the microseconds between the hook and the fork: of 25,000 forks beside two gloo threads
+churning collectives (tests/fork_trials.py), 12 children hung without the hook, none of 25,000 with it; with a
+native thread holding the lock across the fork (tests/test_fork_guard.py), every child hangs without it. The cost is
+one small dict per fork (a fork per DataLoader worker). The fix was backported to 3.11 late (September 2024, a
+source-only security release), and which release holds it is not checked here: every CPython before 3.12 gets the
+hook; 3.12 and later nothing.
 """
 
 from __future__ import annotations

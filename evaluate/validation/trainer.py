@@ -199,9 +199,6 @@ def refuse_unsupported(trainer: L.Trainer, spec: RunSpec) -> None:
 def run_validation(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> dict:
     """``trainer.validate``, with every way a signal can end it turned into :class:`Interrupted`; returns
     the metrics the module logged (what the loggers received)."""
-    from ..runtime import fork_guard
-
-    fork_guard.install()  # the pass's DataLoader workers are forks made beside gloo's threads
     recorder = next(c for c in trainer.callbacks if isinstance(c, _ExceptionRecorder))
     recorder.exception = None
     with lightning_pass(), warnings.catch_warnings():
